@@ -1,0 +1,36 @@
+# Every target creates .venv on first use with the measured recipe (see README) and reuses it.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+export WANDB_MODE ?= offline
+export WANDB_SILENT ?= true
+
+DATA ?= synthetic
+DATA_ROOT ?=
+
+.PHONY: install test test-full train bench reproduce-table3 reproduce-moxi reproduce-superpixel reproduce-smdl reproduce-all clean-venv
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install torch==2.14.1 torchvision==0.29.1
+	$(VENV)/bin/pip install -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -m "not slow" -q
+
+test-full: $(STAMP)
+	$(PY) -m pytest -q
+
+train: $(STAMP)
+	$(PY) -m reproduce.train experiment=quickstart_cnn
+	$(PY) -m reproduce.train experiment=quickstart_vit
+
+bench: $(STAMP)
+	$(PY) -m reproduce.bench attributors
+
+clean-venv:
+	rm -rf $(VENV)

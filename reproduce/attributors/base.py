@@ -1,0 +1,169 @@
+"""The attributor contract, with input checks, target resolution and model-state hygiene in one place.
+
+Subclasses implement ``_attribute(x, target) -> [B, H, W]``; :meth:`Attributor.attribute` wraps it:
+
+- checks ``inputs`` (rank, channels, dtype, finite values, ViT input size) and ``target``;
+- ``target=None`` means the model's prediction (argmax of the logits on the clean input);
+- runs with the model in eval mode and frozen parameters, restoring both afterwards (even on error);
+- counts forward/backward passes per image (``last_cost``);
+- rejects NaN/Inf maps naming the sample, and applies the optional ``normalize`` at the very end.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from reproduce.errors import InputError, ReproduceError
+from reproduce.models import ModelAdapter, count_passes, inference_state, record_backward
+
+NORMALIZE_CHOICES = (None, "minmax", "max_abs", "sum")
+
+
+def check_inputs(inputs: Any, adapter: ModelAdapter) -> torch.Tensor:
+    if not isinstance(inputs, torch.Tensor):
+        raise InputError(f"inputs must be a torch.Tensor [B, C, H, W], got {type(inputs).__name__}.")
+    if inputs.dim() == 3:
+        raise InputError(
+            f"inputs has shape {tuple(inputs.shape)}: add the batch dimension (inputs.unsqueeze(0))."
+        )
+    if inputs.dim() != 4:
+        raise InputError(f"inputs must have rank 4 [B, C, H, W], got shape {tuple(inputs.shape)}.")
+    if inputs.shape[0] == 0:
+        raise InputError("inputs is an empty batch (B = 0).")
+    if not inputs.is_floating_point():
+        raise InputError(
+            f"inputs must be a float tensor in the model's normalised space, got {inputs.dtype}; "
+            "convert with adapter.data_config.normalize(images.float() / 255)."
+        )
+    channels = adapter.data_config.input_size[0]
+    if getattr(adapter.model, "pretrained_cfg", None) and inputs.shape[1] != channels:
+        raise InputError(f"inputs has {inputs.shape[1]} channels but the model takes {channels}.")
+    if not torch.isfinite(inputs).all():
+        bad = (~torch.isfinite(inputs)).flatten(1).any(1).nonzero().flatten().tolist()
+        raise InputError(f"inputs contain NaN or Inf (samples {bad[:8]}); clean the images first.")
+    if adapter.is_vit:
+        expected = tuple(adapter.model.patch_embed.img_size)
+        if tuple(inputs.shape[-2:]) != expected and not getattr(adapter.model, "dynamic_img_size", False):
+            raise InputError(
+                f"This ViT takes {expected[0]}x{expected[1]} inputs, got "
+                f"{inputs.shape[-2]}x{inputs.shape[-1]}: resize the images to the model's input size."
+            )
+    return inputs
+
+
+def resolve_target(model: nn.Module, adapter: ModelAdapter, x: torch.Tensor, target: Any) -> torch.Tensor:
+    """A ``[B]`` long tensor of classes on ``x.device``; ``None`` -> the model's prediction."""
+    b = x.shape[0]
+    n = adapter.num_classes
+    if target is None:
+        with torch.no_grad():
+            return model(x).argmax(-1)
+    if isinstance(target, bool):
+        raise InputError("target must be an int, a [B] tensor of class indices or None, not a bool.")
+    if isinstance(target, int):
+        t = torch.full((b,), target, dtype=torch.long, device=x.device)
+    else:
+        t = torch.as_tensor(target, device=x.device)
+        if t.is_floating_point() or t.dtype == torch.bool:
+            raise InputError(f"target must hold integer class indices, got dtype {t.dtype}.")
+        t = t.long().reshape(-1) if t.dim() <= 1 else t
+        if t.dim() != 1 or t.numel() != b:
+            raise InputError(f"target must have one class per sample ({b}), got shape {tuple(torch.as_tensor(target).shape)}.")
+    if n is not None and (t.min() < 0 or t.max() >= n):
+        raise InputError(f"target {t.tolist()[:8]} out of range: the model has {n} classes (0..{n - 1}).")
+    return t
+
+
+def normalize_maps(maps: torch.Tensor, how: str | None) -> torch.Tensor:
+    if how is None:
+        return maps
+    flat = maps.flatten(1)
+    if how == "minmax":
+        lo, hi = flat.min(1, keepdim=True).values, flat.max(1, keepdim=True).values
+        flat = (flat - lo) / (hi - lo).clamp_min(1e-12)
+    elif how == "max_abs":
+        flat = flat / flat.abs().max(1, keepdim=True).values.clamp_min(1e-12)
+    elif how == "sum":
+        total = flat.sum(1, keepdim=True)
+        flat = flat / torch.where(total.abs() > 1e-12, total, torch.ones_like(total))
+    return flat.view_as(maps)
+
+
+class Attributor:
+    """Base class: ``attribute(inputs[B,C,H,W], target) -> maps[B,H,W]`` (higher = more important).
+
+    Options shared by every method: ``normalize`` in ``(None, "minmax", "max_abs", "sum")`` applied
+    per map at the end (off by default: metrics that use magnitudes must see raw maps).
+    """
+
+    name: ClassVar[str] = ""
+    # Keyword options for a fast smoke run (tests, tiny table configs); empty = defaults are fast.
+    smoke_options: ClassVar[dict[str, Any]] = {}
+    requires_vit: ClassVar[bool] = False
+
+    def __init__(self, model: nn.Module, normalize: str | None = None):
+        if normalize not in NORMALIZE_CHOICES:
+            raise InputError(f"normalize must be one of {NORMALIZE_CHOICES}, got {normalize!r}.")
+        self.model = model
+        self.adapter = ModelAdapter(model)
+        self.normalize = normalize
+        if self.requires_vit:
+            self.adapter.require_vit(f"{self.name or type(self).__name__}")
+        self.last_cost: dict[str, float] = {}
+
+    def attribute(self, inputs: torch.Tensor, target: int | torch.Tensor | None = None) -> torch.Tensor:
+        """Attribution maps ``[B, H, W]`` on ``inputs.device``.
+
+        Args:
+            inputs: a batch in the model's normalised input space.
+            target: class per sample (int for all, ``[B]`` tensor) or ``None`` for the model's
+                prediction on each clean input.
+        """
+        x = check_inputs(inputs, self.adapter)
+        with inference_state(self.model):
+            t = resolve_target(self.model, self.adapter, x, target)
+            start = time.perf_counter()
+            with count_passes(self.model) as counter:
+                maps = self._attribute(x, t)
+            elapsed = time.perf_counter() - start
+        b = x.shape[0]
+        self.last_cost = {
+            "seconds_per_image": elapsed / b,
+            "forward_per_image": counter.forward / b,
+            "backward_per_image": counter.backward / b,
+        }
+        if maps.shape != (b, *x.shape[-2:]):
+            raise ReproduceError(
+                f"{type(self).__name__} returned maps of shape {tuple(maps.shape)}, expected "
+                f"{(b, *x.shape[-2:])}; this is a bug in the attributor."
+            )
+        if not torch.isfinite(maps).all():
+            bad = (~torch.isfinite(maps)).flatten(1).any(1).nonzero().flatten().tolist()
+            raise ReproduceError(
+                f"{self.name or type(self).__name__} produced NaN/Inf maps for samples {bad[:8]}; "
+                "check the model outputs on these inputs (e.g. saturated logits) or the method options."
+            )
+        return normalize_maps(maps, self.normalize)
+
+    def _attribute(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    # Helpers shared by gradient-based families.
+    def target_scores(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return logits.gather(1, target[:, None]).squeeze(1)
+
+    def input_gradient(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """d logit_target / d x, per sample (the sum over the batch keeps samples independent)."""
+        x = x.detach().requires_grad_(True)
+        with torch.enable_grad():
+            score = self.target_scores(self.model(x), target).sum()
+            (grad,) = torch.autograd.grad(score, x)
+        record_backward(self.model, x.shape[0])
+        return grad
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"

@@ -1,0 +1,87 @@
+"""Registry of attributors by the method names papers use (snake_case).
+
+A new attributor is one module in ``reproduce/attributors/`` with a class decorated by
+``@register("name")``: modules of this package are discovered on first use, so nothing else needs
+editing for ``create``/``available`` (and the contract tests) to pick it up.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import inspect
+import pkgutil
+from typing import Any
+
+from torch import nn
+
+from reproduce.errors import InputError
+
+_REGISTRY: dict[str, type] = {}
+_DISCOVERED = False
+
+
+def register(name: str):
+    """Class decorator: make ``cls`` available as ``create(name, model, ...)``."""
+
+    def wrap(cls: type) -> type:
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise InputError(f"Attributor name {name!r} is already registered by {_REGISTRY[name].__name__}.")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return wrap
+
+
+def _discover() -> None:
+    global _DISCOVERED
+    if _DISCOVERED:
+        return
+    import reproduce.attributors as package
+
+    for info in pkgutil.walk_packages(package.__path__, prefix=f"{package.__name__}."):
+        if not info.name.rsplit(".", 1)[-1].startswith("_"):
+            importlib.import_module(info.name)
+    _DISCOVERED = True
+
+
+def available() -> list[str]:
+    """Registered method names."""
+    _discover()
+    return sorted(_REGISTRY)
+
+
+def get_class(name: str) -> type:
+    _discover()
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(str(name), list(_REGISTRY), n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise InputError(f"Unknown attributor {name!r}.{hint} Available: {', '.join(sorted(_REGISTRY))}.")
+    return _REGISTRY[name]
+
+
+def accepted_options(cls: type) -> set[str]:
+    """Keyword options ``cls`` accepts: its constructor's, plus its parents' while it forwards **kwargs."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None or klass is object:
+            continue
+        params = list(inspect.signature(init).parameters.values())[2:]  # self, model
+        names.update(p.name for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL))
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            break
+    return names
+
+
+def create(name: str, model: nn.Module, **options: Any):
+    """Build the attributor registered as ``name`` for ``model``; unknown options are an error."""
+    cls = get_class(name)
+    allowed = accepted_options(cls)
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise InputError(
+            f"Attributor {name!r} has no option(s) {unknown}; it accepts {sorted(allowed)}."
+        )
+    return cls(model, **options)
