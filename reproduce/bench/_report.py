@@ -1,0 +1,41 @@
+"""Shared output of the benchmark suites: a printed table and an atomically written JSON file."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from typing import Any
+
+import torch
+
+from reproduce.runtime.atomic import atomic_write_text
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def write_report(suite: str, rows: list[dict[str, Any]], out_dir: str = "bench_results", **extra: Any) -> str:
+    """Print ``rows`` as a table and write ``{out_dir}/{suite}.json``; returns the path."""
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    widths = {k: max(len(k), *(len(_fmt(r.get(k))) for r in rows)) for k in keys}
+    print("  ".join(k.ljust(widths[k]) for k in keys))
+    for r in rows:
+        print("  ".join(_fmt(r.get(k)).ljust(widths[k]) for k in keys))
+    path = os.path.join(out_dir, f"{suite}.json")
+    atomic_write_text(path, json.dumps({"suite": suite, "machine": machine(), "rows": rows, **extra}, indent=2))
+    print(f"wrote {path}")
+    return path
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return "" if v is None else str(v)

@@ -1,0 +1,1 @@
+"""Run-time plumbing shared by the runners: atomic files, config hashing, logging set-up."""
