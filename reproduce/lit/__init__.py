@@ -1,0 +1,1 @@
+"""Lightning modules and data modules (the runner layer: imports Lightning, never Hydra)."""
