@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install torch==2.14.1 torchvision==0.29.1
 	$(VENV)/bin/pip install -e '.[dev]'
+	$(VENV)/bin/pip install --no-deps imgaug==0.4.0  # only for its bundled quokka photo + annotations
 	touch $(STAMP)
 
 install: $(STAMP)
