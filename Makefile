@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install torch==2.14.1 torchvision==0.29.1
 	$(VENV)/bin/pip install -e '.[dev]'
-	$(VENV)/bin/pip install --no-deps imgaug==0.4.0  # only for its bundled quokka photo + annotations
+	$(VENV)/bin/pip install --no-deps imgaug==0.4.0 quantus==0.6.0  # quokka photo; metric cross-checks
 	touch $(STAMP)
 
 install: $(STAMP)

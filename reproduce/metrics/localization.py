@@ -1,0 +1,212 @@
+"""Localisation against ground-truth masks: pointing game, energy pointing game, IoU-AUC.
+
+(PxAP lives in :mod:`reproduce.metrics.pxap`.) Empty ground-truth masks are an error naming the
+samples, never skipped silently.
+
+- **Pointing game** (Zhang et al. 2016; TorchRay's benchmark): a hit when the map's maximum lies
+  within ``tolerance`` pixels of a mask pixel (TorchRay: squared distance ``< tolerance**2``; a
+  point inside the mask always hits, so ``tolerance=0`` means "inside"). The default tolerance is
+  TorchRay's 15 px scaled to the image: ``15 * max(H, W) / 224``. Ties of the maximum:
+  ``ties="first"`` takes the first maximum in raster order (TorchRay's ``argmax``) -- a constant
+  map then points at the top-left pixel and hits only if the mask reaches that corner within the
+  tolerance; ``ties="any"`` hits when any maximum hits (Quantus' ``PointingGame``) -- a constant
+  map then always hits.
+- **Energy pointing game** (Score-CAM, Wang et al. 2020): the fraction of the map's positive energy
+  ``sum(relu(map) * mask) / sum(relu(map))`` inside the mask. A map with no positive energy scores
+  0 and is counted in the ``zero_energy`` diagnostic.
+- **IoU-AUC** (COMET's flower evaluation): binarise the (normalised) map at ``map > threshold``,
+  IoU with the mask per image, then the area under "fraction of images with IoU >= t" for
+  ``t = 0, 1/n, ..., 1`` (``n = 20000`` as the code; trapezoid rule), which is about the mean IoU.
+  COMET fixes one threshold per method (0.6 CAM, 0.9 COMET, 0.5 RBF, 0.95 post-hoc, 0.1 B-cos);
+  by default a grid ``0.1..0.9`` is evaluated and ``iou_auc`` is the best over it (with
+  ``best_threshold``), the full per-threshold values in the ``iou_auc_by_threshold`` curve.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from reproduce.errors import ConfigError
+from reproduce.metrics.base import MASKS, AttributionBatch, AttributionMetric, check_choice
+from reproduce.metrics.pxap import NORMALIZATIONS, check_nonempty_masks, normalize_01
+from reproduce.metrics.registry import register_metric
+
+TORCHRAY_TOLERANCE = 15.0
+TORCHRAY_SIZE = 224.0
+
+
+def default_tolerance(height: int, width: int) -> float:
+    """TorchRay's 15 px at 224 px, scaled to the image size."""
+    return TORCHRAY_TOLERANCE * max(height, width) / TORCHRAY_SIZE
+
+
+def pointing_hits(maps: torch.Tensor, masks: torch.Tensor, *, tolerance: float | None = None,
+                  ties: str = "first") -> torch.Tensor:
+    """Per-image hits ``[B]`` (bool) of the pointing game."""
+    check_choice("ties", ties, ("first", "any"))
+    b, h, w = maps.shape
+    tol = default_tolerance(h, w) if tolerance is None else float(tolerance)
+    if tol < 0:
+        raise ConfigError(f"tolerance must be >= 0 pixels, got {tolerance!r}.")
+    flat = maps.flatten(1)
+    points = flat == flat.max(1, keepdim=True).values
+    if ties == "first":  # the first maximum in raster order, explicitly (argmax promises no tie order)
+        points = points & (torch.cumsum(points.long(), 1) == 1)
+    near = _within(masks.view(b, 1, h, w).float(), tol).view(b, -1) > 0
+    return (points & near).any(1)
+
+
+def _within(masks: torch.Tensor, tol: float) -> torch.Tensor:
+    """Pixels whose squared distance to a mask pixel is ``< tol**2``, or that lie in the mask."""
+    r = int(math.ceil(tol))
+    if r == 0:
+        return masks
+    offsets = torch.arange(-r, r + 1, device=masks.device, dtype=torch.float64)
+    disk = (offsets[:, None] ** 2 + offsets[None, :] ** 2) < tol**2
+    kernel = disk.to(masks.dtype)[None, None]
+    reach = torch.nn.functional.conv2d(masks, kernel, padding=r)
+    return ((reach > 0) | (masks > 0)).to(masks.dtype)
+
+
+def energy_inside(maps: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(fraction [B], has_energy [B])``: share of ``relu(map)`` inside the mask (0 without energy)."""
+    energy = maps.double().clamp_min(0).flatten(1)
+    total = energy.sum(1)
+    inside = (energy * masks.flatten(1)).sum(1)
+    has = total > 0
+    return torch.where(has, inside / torch.where(has, total, torch.ones_like(total)), torch.zeros_like(total)), has
+
+
+def binary_iou(maps01: torch.Tensor, masks: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
+    """IoU ``[B, T]`` of ``maps01 > threshold`` with the masks, for each threshold."""
+    pred = maps01.flatten(1)[:, None, :] > thresholds.to(maps01)[None, :, None]
+    gt = masks.flatten(1)[:, None, :]
+    inter = (pred & gt).sum(-1).double()
+    union = (pred | gt).sum(-1).double()
+    return inter / union  # masks are non-empty, so union > 0
+
+
+def iou_grid(step: float) -> torch.Tensor:
+    n = int(round(1 / step))
+    if n < 1 or abs(n * step - 1) > 1e-6:
+        raise ConfigError(f"iou_step must be 1/n for an integer n (e.g. 1/20000), got {step!r}.")
+    return torch.linspace(0, 1, n + 1, dtype=torch.float64)
+
+
+def iou_histogram(ious: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """Counts ``[T, n + 1]``: images per threshold whose IoU falls in ``[grid[j], grid[j+1])``."""
+    t = ious.shape[1]
+    idx = torch.bucketize(ious.double().T.contiguous(), grid.to(ious.device), right=True) - 1  # [T, B]
+    offset = torch.arange(t, device=ious.device)[:, None] * grid.numel()
+    return torch.bincount((idx + offset).flatten(), minlength=t * grid.numel()).view(t, grid.numel()).double()
+
+
+def iou_auc_from_histogram(hist: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """Area under "fraction of images with IoU >= t" over ``grid`` (trapezoid), per threshold."""
+    survival = hist.flip(1).cumsum(1).flip(1) / hist.sum(1, keepdim=True)  # fraction with IoU >= grid[j]
+    return torch.trapezoid(survival, grid.to(survival), dim=1)
+
+
+def iou_auc(maps: torch.Tensor, masks: torch.Tensor, *, thresholds=(0.5,), iou_step: float = 1 / 20000,
+            map_normalization: str = "minmax") -> torch.Tensor:
+    """IoU-AUC ``[T]`` per binarisation threshold, over the batch."""
+    grid = iou_grid(iou_step)
+    th = torch.as_tensor(thresholds, dtype=torch.float64).reshape(-1)
+    ious = binary_iou(normalize_01(maps, map_normalization), masks.bool(), th)
+    return iou_auc_from_histogram(iou_histogram(ious, grid), grid.to(maps.device))
+
+
+@register_metric("pointing_game")
+class PointingGame(AttributionMetric):
+    """Fraction of images whose map maximum hits the ground-truth mask (higher is better)."""
+
+    requires = (MASKS,)
+    directions = {"accuracy": "higher"}
+
+    def __init__(self, model=None, *, tolerance: float | None = None, ties: str = "first"):
+        super().__init__(model)
+        if tolerance is not None and float(tolerance) < 0:
+            raise ConfigError(f"tolerance must be >= 0 pixels, got {tolerance!r}.")
+        self.tolerance = tolerance
+        self.ties = check_choice("ties", ties, ("first", "any"))
+        self._record(tolerance=tolerance if tolerance is not None else "15 px at 224, scaled", ties=ties,
+                     hit="squared distance < tolerance^2, or inside the mask")
+        self._add_sum("hits")
+        self._add_sum("count")
+
+    def _update(self, batch: AttributionBatch, explain=None) -> None:
+        check_nonempty_masks(batch)
+        hits = pointing_hits(batch.maps, batch.masks, tolerance=self.tolerance, ties=self.ties)
+        self._accumulate("hits", hits.double().sum())
+        self._accumulate("count", torch.tensor(float(batch.size)))
+
+    def _compute(self) -> dict[str, torch.Tensor]:
+        return {"accuracy": self.hits / self._require_samples(self.count)}
+
+
+@register_metric("energy_pointing_game")
+class EnergyPointingGame(AttributionMetric):
+    """Mean share of the positive map energy inside the ground-truth mask (higher is better)."""
+
+    requires = (MASKS,)
+    directions = {"energy": "higher"}
+    diagnostics = ("zero_energy",)
+
+    def __init__(self, model=None, *, map_normalization: str = "none"):
+        super().__init__(model)
+        self.map_normalization = check_choice("map_normalization", map_normalization, NORMALIZATIONS)
+        self._record(map_normalization=map_normalization, energy="relu(map)")
+        self._add_sum("energy_sum")
+        self._add_sum("zero_energy")
+        self._add_sum("count")
+
+    def _update(self, batch: AttributionBatch, explain=None) -> None:
+        check_nonempty_masks(batch)
+        maps = normalize_01(batch.maps, "minmax") if self.map_normalization == "minmax" else batch.maps
+        fraction, has = energy_inside(maps, batch.masks)
+        self._accumulate("energy_sum", fraction.sum())
+        self._accumulate("zero_energy", (~has).double().sum())
+        self._accumulate("count", torch.tensor(float(batch.size)))
+
+    def _compute(self) -> dict[str, torch.Tensor]:
+        n = self._require_samples(self.count)
+        return {"energy": self.energy_sum / n, "zero_energy": self.zero_energy.clone()}
+
+
+@register_metric("iou_auc")
+class IoUAUC(AttributionMetric):
+    """Area under the "fraction of images with IoU >= t" curve (higher is better)."""
+
+    requires = (MASKS,)
+    directions = {"iou_auc": "higher"}
+    diagnostics = ("best_threshold",)
+
+    def __init__(self, model=None, *, thresholds: float | tuple[float, ...] | list[float] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
+                 iou_step: float = 1 / 20000, map_normalization: str = "minmax"):
+        super().__init__(model)
+        th = [float(thresholds)] if isinstance(thresholds, (int, float)) else [float(t) for t in thresholds]
+        if not th or any(not 0 <= t < 1 for t in th):
+            raise ConfigError(f"thresholds must be values in [0, 1) (e.g. 0.5, or a grid), got {thresholds!r}.")
+        self.map_normalization = check_choice("map_normalization", map_normalization, NORMALIZATIONS)
+        self.register_buffer("thresholds", torch.tensor(th, dtype=torch.float64), persistent=False)
+        self.register_buffer("grid", iou_grid(iou_step), persistent=False)
+        self._record(thresholds=th, iou_step=iou_step, map_normalization=map_normalization, binarise="map > threshold")
+        self._add_sum("hist", (len(th), self.grid.numel()))
+
+    def _update(self, batch: AttributionBatch, explain=None) -> None:
+        check_nonempty_masks(batch)
+        ious = binary_iou(normalize_01(batch.maps, self.map_normalization, batch.indices), batch.masks, self.thresholds)
+        self._accumulate("hist", iou_histogram(ious, self.grid))
+
+    def _compute(self) -> dict[str, torch.Tensor]:
+        self._require_samples(self.hist[0].sum())
+        per_threshold = iou_auc_from_histogram(self.hist, self.grid)
+        best = int(torch.argmax(per_threshold))
+        return {
+            "iou_auc": per_threshold[best],
+            "best_threshold": self.thresholds[best].clone(),
+            "iou_auc_by_threshold": per_threshold,
+            "iou_auc_by_threshold_x": self.thresholds.clone(),
+        }
