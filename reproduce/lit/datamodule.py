@@ -35,6 +35,54 @@ class EpochSeededSampler(Sampler[int]):
         return self.size
 
 
+class PairedDataset(Dataset):
+    """Items of ``base`` plus, under ``key``, the image of the same index in ``variant`` (e.g. the
+    background-shifted test set, for robustness metrics); labels must agree."""
+
+    def __init__(self, base: Dataset, variants: dict[str, Dataset]):
+        for key, variant in variants.items():
+            if len(variant) != len(base):
+                raise ConfigError(f"The {key} variant has {len(variant)} images but the test split has {len(base)}.")
+        self.base, self.variants = base, variants
+
+    def __getattr__(self, name: str):  # dataset facts (num_classes, has_masks, ...) come from base
+        if name in ("base", "variants"):
+            raise AttributeError(name)
+        return getattr(self.base, name)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = self.base[index]
+        for key, variant in self.variants.items():
+            other = variant[index]
+            if other["label"] != item["label"]:
+                raise ConfigError(f"The {key} variant disagrees with the test split on the label of image {index}.")
+            item[key] = other["image"]
+        return item
+
+
+class FirstItems(Dataset):
+    """The first ``n`` items of a dataset, keeping its facts (num_classes, has_masks, ...)."""
+
+    def __init__(self, base: Dataset, n: int):
+        self.base, self.n = base, n
+
+    def __getattr__(self, name: str):
+        if name in ("base", "n"):
+            raise AttributeError(name)
+        return getattr(self.base, name)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not 0 <= index < self.n:
+            raise IndexError(index)
+        return self.base[index]
+
+
 class ImageDataModule(L.LightningDataModule):
     """Train/val/test splits of one registered dataset.
 
@@ -45,6 +93,10 @@ class ImageDataModule(L.LightningDataModule):
         batch_size / eval_batch_size: per-process batch sizes (under DDP each process gets this many).
         num_workers: loader worker processes (0 = in the main process).
         seed: shuffling seed (re-seeded per epoch, see :class:`EpochSeededSampler`).
+        bg_shift: dataset options that give the background-shift variant of the test split
+            (synthetic: ``{"background": "shifted"}``, ImageNet-9: ``{"variant": "mixed_next"}``);
+            after :meth:`enable_bg_shift`, test items carry its image as ``images_bg_shift``.
+        limits: keep only the first N items of a stage, e.g. ``{"test": 200}``.
         num_classes / image_size: what the configs downstream (model size, head) assume; checked
             against the dataset when it is built.
     """
@@ -61,6 +113,8 @@ class ImageDataModule(L.LightningDataModule):
         splits: dict[str, str] | None = None,
         num_classes: int | None = None,
         image_size: int | None = None,
+        bg_shift: dict[str, Any] | None = None,
+        limits: dict[str, int] | None = None,
     ):
         super().__init__()
         if not isinstance(batch_size, int) or batch_size < 1:
@@ -76,11 +130,27 @@ class ImageDataModule(L.LightningDataModule):
         self.seed = seed
         self.splits = {"train": "train", "val": "val", "test": "test", **(splits or {})}
         self.expected = {"num_classes": num_classes, "image_size": image_size}
+        self.bg_shift = dict(bg_shift) if bg_shift else None
+        self.test_pairs: dict[str, dict[str, Any]] = {}
+        self.limits = dict(limits or {})
+        for stage, n in self.limits.items():
+            if n is not None and (not isinstance(n, int) or n < 1):
+                raise ConfigError(f"data.limits.{stage} must be a positive integer, got {n!r}.")
         self.data_config: DataConfig | None = None
         self.datasets: dict[str, Dataset] = {}
 
     def set_data_config(self, data_config: DataConfig) -> None:
         self.data_config = data_config
+
+    def enable_bg_shift(self) -> None:
+        """Pair every test image with its background-shifted version (robustness metrics)."""
+        if not self.bg_shift:
+            raise ConfigError(
+                f"The {self.name!r} data config defines no background-shift variant (data.bg_shift); "
+                "drop background-shift robustness or use a dataset that has one (synthetic, imagenet9)."
+            )
+        self.test_pairs["images_bg_shift"] = self.bg_shift
+        self.datasets.pop("test", None)
 
     def dataset(self, stage: str) -> Dataset:
         """Build (once) the dataset behind ``stage`` in ``train``/``val``/``test``."""
@@ -95,6 +165,14 @@ class ImageDataModule(L.LightningDataModule):
                         f"data.{key}={want} but the {self.name!r} {split} split has {key}={have}; "
                         f"set data.{key}={have} (the model is built from it)."
                     )
+            if stage == "test" and self.test_pairs:
+                variants = {
+                    key: create_dataset(self.name, split=split, normalize=self.data_config, **{**kwargs, **extra})
+                    for key, extra in self.test_pairs.items()
+                }
+                ds = PairedDataset(ds, variants)
+            if self.limits.get(stage) and self.limits[stage] < len(ds):
+                ds = FirstItems(ds, self.limits[stage])
             self.datasets[stage] = ds
         return self.datasets[stage]
 
@@ -109,10 +187,17 @@ class ImageDataModule(L.LightningDataModule):
 
     def _loader(self, stage: str, shuffle: bool) -> DataLoader:
         ds = self.dataset(stage)
+        sampler: Sampler | None = EpochSeededSampler(len(ds), self.seed) if shuffle else None
+        if not shuffle and torch.distributed.is_available() and torch.distributed.is_initialized():
+            # Evaluation shards without the padding DistributedSampler adds, so every image is
+            # counted exactly once and DDP results equal single-process ones.
+            from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+
+            sampler = UnrepeatedDistributedSampler(ds, shuffle=False)
         return DataLoader(
             ds,
             batch_size=self.batch_size if stage == "train" else self.eval_batch_size,
-            sampler=EpochSeededSampler(len(ds), self.seed) if shuffle else None,
+            sampler=sampler,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )

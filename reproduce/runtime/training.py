@@ -99,10 +99,25 @@ def build_logger(cfg: DictConfig, run_dir: str, run_id: str):
     return instantiate(node, **extra)
 
 
+def instantiate_node(node: DictConfig):
+    """``hydra.utils.instantiate`` that lets this package's own errors through unwrapped: Hydra wraps
+    whatever a target raises in an InstantiationException, which would hide a ConfigError's type."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    from reproduce.errors import ReproduceError
+
+    try:
+        return instantiate(node, _convert_="all")
+    except InstantiationException as err:
+        if isinstance(err.__cause__, ReproduceError):
+            raise err.__cause__ from None
+        raise
+
+
 def fit(cfg: DictConfig) -> TrainResult:
     """Train (or resume) and test the module of ``cfg``; returns checkpoints and test metrics."""
     import lightning as L
-    from hydra.utils import instantiate
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     start = time.time()
@@ -111,13 +126,17 @@ def fit(cfg: DictConfig) -> TrainResult:
         raise ConfigError(f"seed must be a non-negative integer, got {seed!r}.")
     run_dir = str(cfg.paths.output_dir)
     ident = identity_hash(cfg)
-    ckpt_path = resolve_resume(cfg, run_dir, ident)
     previous = _read_run_file(run_dir)
+    if previous.get("finished") and previous.get("identity") == ident and os.path.exists(previous.get("best_checkpoint", "")):
+        # The same run already finished: nothing to redo (delete run.json to force a re-test).
+        return TrainResult(run_dir, previous["best_checkpoint"], previous["last_checkpoint"],
+                           previous.get("test_metrics", {}), 0.0)
+    ckpt_path = resolve_resume(cfg, run_dir, ident)
     run_id = previous.get("wandb_id") or uuid.uuid4().hex[:12]
 
     L.seed_everything(seed, workers=True)
-    module = instantiate(cfg.module, _convert_="all")  # builds the model: bad names fail here
-    datamodule = instantiate(cfg.data, _convert_="all")
+    module = instantiate_node(cfg.module)  # builds the model: bad names fail here
+    datamodule = instantiate_node(cfg.data)
     datamodule.set_data_config(module.data_config)
     datamodule.setup("fit")  # generate / validate the data before the trainer starts
 

@@ -1,0 +1,227 @@
+"""Attributors evaluated as Lightning ``test_step``s.
+
+``AttributionEvaluation`` wraps the model that is explained, one attributor and a set of metrics.
+Each ``test_step`` computes the maps of a batch and updates every metric (torchmetrics, so DDP
+reduces them); ``on_test_epoch_end`` logs scalars, curves and an overlay grid, and writes one result
+file per (model, attributor, dataset) cell atomically.
+
+Two models may be involved: the *explained* model (what the attributor explains, and whose
+accuracy is reported: the black box for post-hoc methods, COMET's masked predictor for COMET) and
+the *scorer* (the black box that perturbation metrics such as insertion or fidelity query), which
+defaults to the explained model.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from reproduce.attributors import create
+from reproduce.errors import ConfigError
+from reproduce.metrics import AttributionBatch, create_metric
+from reproduce.metrics.cost import cost_extras
+from reproduce.models import ModelAdapter
+from reproduce.runtime.atomic import atomic_write_json
+
+SAMPLE_CHOICES = ("all", "correct", "misclassified")
+TARGET_CHOICES = ("label", "prediction")
+
+
+class AttributionEvaluation(L.LightningModule):
+    """Evaluate ``attributor`` on ``model`` with ``metrics`` over a test set.
+
+    Args:
+        model: the explained classifier (eval mode, frozen).
+        attributor: registry name; ``attributor_options`` its keyword options.
+        metrics: ``{label: {"name": registry_name, **options}}``.
+        scorer: black-box queried by model-based metrics (default: ``model``).
+        reference_models: extra models by name for stability metrics (``{"b": model_b}``); a metric
+            option value ``"@b"`` (or a list of them) is replaced by that model.
+        target: explain the ``label`` or the model's ``prediction``.
+        samples: evaluate ``all`` images, only the ``correct`` ly or the ``misclassified`` ones.
+        result_path: JSON file written at the end (atomically); ``cell``: metadata stored in it.
+        num_overlays: images kept for the overlay figure.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        attributor: str,
+        attributor_options: dict[str, Any] | None = None,
+        metrics: dict[str, dict[str, Any]] | None = None,
+        scorer: nn.Module | None = None,
+        reference_models: dict[str, nn.Module] | None = None,
+        target: str = "label",
+        samples: str = "all",
+        result_path: str | None = None,
+        cell: dict[str, Any] | None = None,
+        num_overlays: int = 8,
+    ):
+        super().__init__()
+        if target not in TARGET_CHOICES:
+            raise ConfigError(f"target must be one of {TARGET_CHOICES}, got {target!r}.")
+        if samples not in SAMPLE_CHOICES:
+            raise ConfigError(f"samples must be one of {SAMPLE_CHOICES}, got {samples!r}.")
+        self.explained = model.eval().requires_grad_(False)
+        self.scorer_model = (scorer or model).eval().requires_grad_(False)
+        self.references = {k: m.eval().requires_grad_(False) for k, m in (reference_models or {}).items()}
+        self.attributor_name = attributor
+        self.attributor_options = dict(attributor_options or {})
+        self.attributor = create(attributor, self.explained, **self.attributor_options)
+        self._reference_attributors: dict[int, Any] = {}
+        self.metric_specs = {k: dict(v) for k, v in (metrics or {}).items()}
+        self.metrics = nn.ModuleDict({label: self._build_metric(label, spec) for label, spec in self.metric_specs.items()})
+        self.target = target
+        self.samples = samples
+        self.result_path = result_path
+        self.cell = dict(cell or {})
+        self.num_overlays = num_overlays
+        num_classes = ModelAdapter(self.explained).num_classes
+        self.accuracy = MulticlassAccuracy(num_classes, average="micro") if num_classes else None
+        self.register_buffer("evaluated", torch.zeros((), dtype=torch.long), persistent=False)
+        self._overlays: list[dict[str, torch.Tensor]] = []
+        self.result: dict[str, Any] | None = None
+
+    @property
+    def requirements(self) -> set[str]:
+        """What the metrics need from the data and the attributor (``masks``, ``extra:<key>``, ...)."""
+        return {r for metric in self.metrics.values() for r in metric.requires}
+
+    def check_available(self, available: set[str], source: str) -> None:
+        """Fail before the test loop when the data cannot feed a metric."""
+        for metric in self.metrics.values():
+            metric.check_available(available, source=source)
+
+    def _reference(self, label: str, value: Any) -> Any:
+        if isinstance(value, str) and value.startswith("@"):
+            if value[1:] not in self.references:
+                raise ConfigError(
+                    f"Metric {label!r} refers to model {value!r}, but the evaluation has reference models "
+                    f"{sorted(self.references)}; pass it in reference_models."
+                )
+            return self.references[value[1:]]
+        if isinstance(value, (list, tuple)) and any(isinstance(v, str) and v.startswith("@") for v in value):
+            return [self._reference(label, v) for v in value]
+        return value
+
+    def _build_metric(self, label: str, spec: dict[str, Any]):
+        spec = {k: self._reference(label, v) for k, v in spec.items()}
+        name = spec.pop("name", label)
+        return create_metric(name, self.scorer_model, **spec)
+
+    # --- explaining --------------------------------------------------------------------------
+    def explain(self, images: torch.Tensor, targets: torch.Tensor, model: nn.Module | None = None) -> torch.Tensor:
+        """The evaluated method's maps, optionally for another model (stability metrics)."""
+        if model is None or model is self.explained:
+            return self.attributor.attribute(images, targets)
+        key = id(model)
+        if key not in self._reference_attributors:
+            self._reference_attributors[key] = create(self.attributor_name, model, **self.attributor_options)
+        return self._reference_attributors[key].attribute(images, targets)
+
+    def _select(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rows to evaluate and the classes to explain."""
+        with torch.no_grad():
+            preds = self.explained(images).argmax(-1)
+        if self.accuracy is not None:
+            self.accuracy.update(preds, labels)
+        keep = torch.ones_like(labels, dtype=torch.bool)
+        if self.samples == "correct":
+            keep = preds == labels
+        elif self.samples == "misclassified":
+            keep = preds != labels
+        targets = labels if self.target == "label" else preds
+        return keep, targets
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        images, labels = batch["image"], batch["label"]
+        keep, targets = self._select(images, labels)
+        if not bool(keep.any()):
+            return
+        rows = keep.nonzero().flatten()
+        images, labels, targets = images[rows], labels[rows], targets[rows]
+        with torch.enable_grad():
+            maps = self.attributor.attribute(images, targets)
+        extra = {k: v[rows] for k, v in batch.items() if k.startswith("images_")}
+        extra.update(cost_extras(self.attributor.last_cost, device=images.device))
+        extra.update(getattr(self.attributor, "last_extras", lambda: {})())
+        ab = AttributionBatch(
+            images=images, labels=labels, targets=targets, maps=maps.detach(),
+            masks=batch["mask"][rows] if "mask" in batch else None,
+            indices=batch["index"][rows] if "index" in batch else None,
+            extra={**extra, **({"parts": batch["parts"][rows]} if "parts" in batch else {})},
+        )
+        for metric in self.metrics.values():
+            metric.update(ab, explain=self.explain)
+        self.evaluated += len(rows)
+        if len(self._overlays) < self.num_overlays:
+            take = min(self.num_overlays - len(self._overlays), len(rows))
+            for i in range(take):
+                self._overlays.append({
+                    "image": ModelAdapter(self.explained).data_config.denormalize(images[i]).clamp(0, 1).cpu(),
+                    "map": maps[i].detach().cpu(),
+                    "mask": ab.masks[i].cpu() if ab.masks is not None else None,
+                    "label": int(labels[i]),
+                })
+
+    # --- results -----------------------------------------------------------------------------
+    def on_test_epoch_end(self) -> None:
+        evaluated = int(self.all_gather(self.evaluated).sum()) if self.trainer.world_size > 1 else int(self.evaluated)
+        scalars: dict[str, float] = {}
+        curves: dict[str, list[float]] = {}
+        directions: dict[str, str] = {}
+        if self.accuracy is not None:
+            scalars["accuracy"] = float(self.accuracy.compute()) * 100
+            directions["accuracy"] = "higher"
+        for label, metric in self.metrics.items():
+            if evaluated == 0:
+                continue
+            for key, value in metric.compute().items():
+                full = f"{label}/{key}"
+                if value.dim() == 0:
+                    scalars[full] = float(value)
+                    if key in metric.directions:
+                        directions[full] = metric.directions[key]
+                else:
+                    curves[full] = value.detach().cpu().tolist()
+        self.result = {
+            "cell": self.cell,
+            "attributor": {"name": self.attributor_name, "options": self.attributor_options},
+            "metrics": {label: m.config() for label, m in self.metrics.items()},
+            "target": self.target,
+            "samples": self.samples,
+            "evaluated_images": evaluated,
+            "scalars": scalars,
+            "directions": directions,
+            "curves": curves,
+            "world_size": self.trainer.world_size,
+            "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        }
+        if self.trainer.is_global_zero:
+            self._log_result(scalars, curves)
+            if self.result_path:
+                atomic_write_json(self.result_path, self.result)
+
+    def _log_result(self, scalars: dict[str, float], curves: dict[str, list[float]]) -> None:
+        from reproduce.viz.overlays import overlay_grid
+
+        figure_path = None
+        if self._overlays and self.result_path:
+            figure_path = os.path.join(os.path.dirname(self.result_path), "overlays.png")
+            overlay_grid(self._overlays, title=f"{self.attributor_name}", path=figure_path)
+        for logger in self.loggers:
+            logger.log_metrics({f"eval/{k}": v for k, v in scalars.items()})
+            if type(logger).__name__ == "WandbLogger":
+                for key, values in curves.items():
+                    if key.endswith("_x"):
+                        continue
+                    xs = curves.get(f"{key}_x", list(range(len(values))))
+                    logger.log_table(key=f"curves/{key}", columns=["x", "y"], data=[list(p) for p in zip(xs, values)])
+                if figure_path:
+                    logger.log_image(key="overlays", images=[figure_path])

@@ -1,0 +1,67 @@
+"""Publish an assembled table: print it, draw its figures next to it, log everything to W&B."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from reproduce.runtime.table_assembly import Assembled, assemble
+from reproduce.runtime.table_spec import TableSpec
+
+CURVE_KINDS = ("insertion", "deletion", "patch_insertion", "patch_deletion")
+
+
+def curve_panels(spec: TableSpec, assembled: Assembled) -> dict[str, dict[str, tuple[list[float], list[float], float | None]]]:
+    """Seed-0 curves of every row for each curve metric of the table (x, y, AUC)."""
+    panels: dict[str, dict[str, Any]] = {}
+    for cell in spec.cells():
+        result = assembled.results.get(cell.key)
+        if result is None or cell.seed != spec.seeds[0]:
+            continue
+        for label, metric in spec.metrics.items():
+            if metric.get("name", label) not in CURVE_KINDS:
+                continue
+            curves = result.get("curves", {})
+            y = curves.get(f"{label}/curve")
+            if y is None:
+                continue
+            x = curves.get(f"{label}/curve_x", [i / max(1, len(y) - 1) for i in range(len(y))])
+            auc = result.get("scalars", {}).get(f"{label}/auc")
+            panels.setdefault(label, {})[cell.row["label"]] = (x, y, auc)
+    return panels
+
+
+def publish(spec: TableSpec, root: str, wandb_mode: str = "offline", seconds: float | None = None) -> Assembled:
+    from reproduce.viz.curves import curves_figure
+    from reproduce.viz.tables import table_figure
+
+    assembled = assemble(root, spec, extra_meta={"seconds_last_run": seconds} if seconds is not None else None)
+    print(assembled.markdown)
+    results_dir = os.path.join(root, "results")
+    figures = [table_figure(assembled.rows, spec.columns, assembled.best, assembled.directions,
+                            os.path.join(results_dir, f"{spec.name}.png"), spec.raw.get("title", spec.name))]
+    panels = curve_panels(spec, assembled)
+    if panels:
+        figures.append(curves_figure(panels, os.path.join(results_dir, f"{spec.name}_curves.png"),
+                                     title=f"{spec.name}: curves (seed {spec.seeds[0]})"))
+    print(f"[reproduce.table] wrote {assembled.csv_path}, {assembled.md_path} and {len(figures)} figure(s)")
+    if seconds is not None:
+        print(f"[reproduce.table] this run took {seconds / 60:.1f} min")
+    if wandb_mode != "disabled":
+        _log_to_wandb(spec, assembled, figures, root, wandb_mode)
+    return assembled
+
+
+def _log_to_wandb(spec: TableSpec, assembled: Assembled, figures: list[str], root: str, mode: str) -> None:
+    import wandb
+
+    run = wandb.init(project="reproduce", group=spec.name, job_type="table", name=f"{spec.name}-table",
+                     dir=os.path.join(root, "outputs", "tables", spec.name), mode=mode, reinit="create_new",
+                     config={"table": spec.raw})
+    try:
+        columns = ["method", "model"] + [c["label"] for c in spec.columns]
+        data = [[r["label"], r["model"]] + [r["values"][c["label"]][0] for c in spec.columns] for r in assembled.rows]
+        run.log({f"{spec.name}/table": wandb.Table(columns=columns, data=data),
+                 **{f"{spec.name}/{os.path.basename(p)}": wandb.Image(p) for p in figures}})
+    finally:
+        run.finish()

@@ -1,0 +1,185 @@
+"""A table is a declarative spec (``conf/table/<name>.yaml``); this module validates it and expands it
+into the models to train and the cells to evaluate.
+
+Spec fields:
+
+- ``name``, ``title``, ``protocol`` (text: which protocol each column follows);
+- ``data``: the data config group; ``overrides``: overrides applied to every train/evaluate run;
+- ``seeds``: one model set and one evaluation per seed (mean and spread are reported);
+- ``eval_images``: test images per cell (first N of the test split), rows may lower it;
+- ``models``: role -> ``{train: [overrides of conf/train.yaml], description}``; an override may
+  refer to another role's best checkpoint as ``{checkpoint:<role>}`` (trained first);
+  ``{pretrained: <model config>}`` instead of ``train`` uses a model config without training;
+- ``metrics``: label -> metric spec shared by every row (``conf/metrics`` format);
+- ``rows``: ``{label, model, attributor, attributor_options, scorer, eval_images, samples, target,
+  metric_options: {metric label: {option: value}}, skip_metrics: [labels]}``;
+- ``columns``: ``{label, key, direction?, scale?, format?}``; ``key`` is a result scalar
+  (``accuracy`` or ``<metric label>/<scalar>``);
+- ``paper``: ``{row label: {column label: value}}``, the published numbers where known (never invented).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from reproduce.errors import ConfigError
+
+CHECKPOINT_REF = re.compile(r"\{checkpoint:([A-Za-z0-9_\-]+)\}")
+
+
+@dataclass(frozen=True)
+class ModelJob:
+    role: str
+    seed: int
+    overrides: tuple[str, ...]
+    depends_on: tuple[str, ...]
+    pretrained: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Cell:
+    row: dict[str, Any]
+    seed: int
+    index: int
+
+    @property
+    def key(self) -> str:
+        slug = re.sub(r"[^A-Za-z0-9]+", "_", self.row["label"]).strip("_").lower()
+        return f"{slug}-s{self.seed}"
+
+
+@dataclass
+class TableSpec:
+    raw: dict[str, Any]
+    name: str = ""
+    models: dict[str, dict[str, Any]] = field(default_factory=dict)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    columns: list[dict[str, Any]] = field(default_factory=list)
+    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
+    seeds: list[int] = field(default_factory=list)
+
+    @staticmethod
+    def from_config(raw: dict[str, Any]) -> "TableSpec":
+        spec = TableSpec(raw=raw)
+        spec.name = _need(raw, "name", str)
+        spec.models = _need(raw, "models", dict)
+        spec.rows = _need(raw, "rows", list)
+        spec.columns = _need(raw, "columns", list)
+        spec.metrics = raw.get("metrics") or {}
+        spec.seeds = [int(s) for s in raw.get("seeds") or [0]]
+        spec.validate()
+        return spec
+
+    # --- validation ----------------------------------------------------------------------------
+    def validate(self) -> None:
+        from reproduce.attributors import available
+        from reproduce.metrics import available_metrics
+
+        where = f"table {self.name!r}"
+        if not self.rows:
+            raise ConfigError(f"{where} has no rows.")
+        for role, model in self.models.items():
+            if not isinstance(model, dict) or ("train" in model) == ("pretrained" in model):
+                raise ConfigError(f"{where}: model {role!r} needs exactly one of `train` (overrides) or `pretrained`.")
+            for ref in self._refs(model):
+                if ref not in self.models:
+                    raise ConfigError(f"{where}: model {role!r} refers to {{checkpoint:{ref}}}, which is not a model of the table.")
+        self._check_cycles()
+        known_metrics = set(available_metrics())
+        for label, metric in self.metrics.items():
+            name = (metric or {}).get("name", label)
+            if name not in known_metrics:
+                raise ConfigError(f"{where}: metric {label!r} uses unknown metric {name!r}; available: {sorted(known_metrics)}.")
+        known_attributors = set(available())
+        labels = set()
+        for row in self.rows:
+            if not isinstance(row, dict) or "label" not in row:
+                raise ConfigError(f"{where}: every row needs a label, got {row!r}.")
+            label = row["label"]
+            if label in labels:
+                raise ConfigError(f"{where}: row label {label!r} appears twice.")
+            labels.add(label)
+            if row.get("model") not in self.models:
+                raise ConfigError(f"{where}: row {label!r} uses model {row.get('model')!r}; models are {sorted(self.models)}.")
+            if row.get("scorer") is not None and row["scorer"] not in self.models:
+                raise ConfigError(f"{where}: row {label!r} scores with unknown model {row['scorer']!r}.")
+            if row.get("attributor") not in known_attributors:
+                raise ConfigError(
+                    f"{where}: row {label!r} uses unknown attributor {row.get('attributor')!r}; available: {sorted(known_attributors)}."
+                )
+            for metric in {**row.get("metric_options", {})}.keys() | set(row.get("skip_metrics", [])):
+                if metric not in self.metrics:
+                    raise ConfigError(f"{where}: row {label!r} configures metric {metric!r}, which is not in `metrics`.")
+        keys = {"accuracy"} | {f"{m}/" for m in self.metrics}
+        for column in self.columns:
+            if not isinstance(column, dict) or "label" not in column or "key" not in column:
+                raise ConfigError(f"{where}: every column needs a label and a key, got {column!r}.")
+            key = column["key"]
+            if key != "accuracy" and not any(key.startswith(k) for k in keys if k.endswith("/")):
+                raise ConfigError(
+                    f"{where}: column {column['label']!r} reads {key!r}; keys are 'accuracy' or "
+                    f"'<metric label>/<scalar>' with metric labels {sorted(self.metrics)}."
+                )
+        for row_label, values in (self.raw.get("paper") or {}).items():
+            if row_label not in labels:
+                raise ConfigError(f"{where}: paper numbers given for unknown row {row_label!r}.")
+            for column_label in values:
+                if column_label not in {c["label"] for c in self.columns}:
+                    raise ConfigError(f"{where}: paper numbers given for unknown column {column_label!r}.")
+
+    @staticmethod
+    def _refs(model: dict[str, Any]) -> list[str]:
+        return [m for o in model.get("train") or [] for m in CHECKPOINT_REF.findall(str(o))]
+
+    def _check_cycles(self) -> None:
+        state: dict[str, int] = {}
+
+        def visit(role: str, trail: list[str]) -> None:
+            if state.get(role) == 1:
+                raise ConfigError(f"table {self.name!r}: models depend on each other in a cycle: {' -> '.join(trail + [role])}.")
+            if state.get(role) == 2:
+                return
+            state[role] = 1
+            for ref in self._refs(self.models[role]):
+                visit(ref, trail + [role])
+            state[role] = 2
+
+        for role in self.models:
+            visit(role, [])
+
+    # --- expansion -----------------------------------------------------------------------------
+    def model_jobs(self) -> list[ModelJob]:
+        """Models the rows need, dependencies first, for every seed."""
+        needed: list[str] = []
+
+        def add(role: str) -> None:
+            for ref in self._refs(self.models[role]):
+                add(ref)
+            if role not in needed:
+                needed.append(role)
+
+        for row in self.rows:
+            add(row["model"])
+            if row.get("scorer"):
+                add(row["scorer"])
+        return [
+            ModelJob(
+                role=role, seed=seed,
+                overrides=tuple(str(o) for o in self.models[role].get("train") or []),
+                depends_on=tuple(self._refs(self.models[role])),
+                pretrained=self.models[role].get("pretrained"),
+            )
+            for seed in self.seeds for role in needed
+        ]
+
+    def cells(self) -> list[Cell]:
+        return [Cell(row=row, seed=seed, index=i) for i, (seed, row) in enumerate((s, r) for s in self.seeds for r in self.rows)]
+
+
+def _need(raw: dict[str, Any], key: str, kind: type):
+    value = raw.get(key)
+    if not isinstance(value, kind) or not value:
+        raise ConfigError(f"The table spec needs a non-empty `{key}` ({kind.__name__}); see conf/table/table3.yaml.")
+    return value

@@ -1,0 +1,37 @@
+"""``python -m reproduce.table table=<name>``: reproduce one paper table end to end.
+
+Trains or reuses the models the table needs, evaluates every cell not yet on disk (a killed run
+resumes where it stopped), then writes ``results/<name>.csv``, ``results/<name>.md`` and figures,
+and logs them to one W&B group (offline by default).
+
+Sharding: ``python -m reproduce.table -m table=table3 shard.count=2 shard.index=0,1
+hydra/launcher=joblib`` evaluates the cells in two processes; then ``... assemble_only=true``.
+"""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from reproduce.runtime.paths import CONF_DIR
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="table")
+def main(cfg: DictConfig) -> None:
+    from reproduce.runtime.table_publish import publish
+    from reproduce.runtime.table_runner import run_table
+    from reproduce.runtime.table_spec import TableSpec
+    from reproduce.runtime.config_hash import to_plain
+
+    root = str(cfg.paths.root)
+    seconds = None
+    if not cfg.assemble_only:
+        run = run_table(cfg.table, root, shard=(int(cfg.shard.index), int(cfg.shard.count)),
+                        logger=str(cfg.run_logger), progress_bar=bool(cfg.progress_bar))
+        seconds = run.seconds
+    if cfg.assemble:
+        publish(TableSpec.from_config(to_plain(cfg.table)), root, wandb_mode=cfg.wandb_mode, seconds=seconds)
+
+
+if __name__ == "__main__":
+    main()

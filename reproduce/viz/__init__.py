@@ -1,0 +1,1 @@
+"""Figures (matplotlib, no Hydra/Lightning): heatmap overlays, curves, stability side-by-sides."""
