@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import inspect
 import pkgutil
 from typing import Any
 
@@ -42,11 +43,20 @@ def available_datasets() -> list[str]:
     return sorted(_DATASETS)
 
 
-def create_dataset(name: str, **options: Any):
-    """Build the dataset registered as ``name`` (e.g. ``split="test"``, ``root=...``)."""
+def dataset_class(name: str) -> type:
     _discover()
     if name not in _DATASETS:
         close = difflib.get_close_matches(str(name), list(_DATASETS), n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise ConfigError(f"Unknown dataset {name!r}.{hint} Available: {', '.join(sorted(_DATASETS))}.")
-    return _DATASETS[name](**options)
+    return _DATASETS[name]
+
+
+def has_splits(name: str) -> bool:
+    """Whether the dataset takes a ``split`` (single-collection sets such as ``photos`` do not)."""
+    return "split" in inspect.signature(dataset_class(name).__init__).parameters
+
+
+def create_dataset(name: str, **options: Any):
+    """Build the dataset registered as ``name`` (e.g. ``split="test"``, ``root=...``)."""
+    return dataset_class(name)(**options)

@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from reproduce.data import create_dataset
+from reproduce.data.registry import has_splits
 from reproduce.errors import ConfigError
 from reproduce.models import DataConfig
 
@@ -157,7 +158,9 @@ class ImageDataModule(L.LightningDataModule):
         if stage not in self.datasets:
             split = self.splits[stage]
             kwargs = {**self.options, **self.split_options.get(stage, {})}
-            ds = create_dataset(self.name, split=split, normalize=self.data_config, **kwargs)
+            if has_splits(self.name):
+                kwargs["split"] = split
+            ds = create_dataset(self.name, normalize=self.data_config, **kwargs)
             for key, want in self.expected.items():
                 have = getattr(ds, key, None)
                 if want is not None and have is not None and int(have) != int(want):
@@ -167,7 +170,7 @@ class ImageDataModule(L.LightningDataModule):
                     )
             if stage == "test" and self.test_pairs:
                 variants = {
-                    key: create_dataset(self.name, split=split, normalize=self.data_config, **{**kwargs, **extra})
+                    key: create_dataset(self.name, normalize=self.data_config, **{**kwargs, **extra})
                     for key, extra in self.test_pairs.items()
                 }
                 ds = PairedDataset(ds, variants)

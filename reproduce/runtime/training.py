@@ -127,11 +127,11 @@ def fit(cfg: DictConfig) -> TrainResult:
     run_dir = str(cfg.paths.output_dir)
     ident = identity_hash(cfg)
     previous = _read_run_file(run_dir)
-    if previous.get("finished") and previous.get("identity") == ident and os.path.exists(previous.get("best_checkpoint", "")):
+    ckpt_path = resolve_resume(cfg, run_dir, ident)  # refuses a different config or resume=never
+    if previous.get("finished") and ckpt_path and os.path.exists(previous.get("best_checkpoint", "")):
         # The same run already finished: nothing to redo (delete run.json to force a re-test).
         return TrainResult(run_dir, previous["best_checkpoint"], previous["last_checkpoint"],
                            previous.get("test_metrics", {}), 0.0)
-    ckpt_path = resolve_resume(cfg, run_dir, ident)
     run_id = previous.get("wandb_id") or uuid.uuid4().hex[:12]
 
     L.seed_everything(seed, workers=True)
