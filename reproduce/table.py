@@ -27,7 +27,7 @@ def main(cfg: DictConfig) -> None:
     seconds = None
     if not cfg.assemble_only:
         run = run_table(cfg.table, root, shard=(int(cfg.shard.index), int(cfg.shard.count)),
-                        logger=str(cfg.run_logger), progress_bar=bool(cfg.progress_bar))
+                        logger=str(cfg.run_logger), progress_bar=bool(cfg.progress_bar), smoke=bool(cfg.smoke))
         seconds = run.seconds
     if cfg.assemble:
         publish(TableSpec.from_config(to_plain(cfg.table)), root, wandb_mode=cfg.wandb_mode, seconds=seconds)

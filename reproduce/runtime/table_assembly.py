@@ -20,7 +20,7 @@ from reproduce.runtime.table_spec import TableSpec
 class Assembled:
     rows: list[dict[str, Any]]  # per row: label, model, values {column: (mean, std, n)}
     missing: list[str]
-    best: dict[str, str]
+    best: dict[str, list[str]]
     directions: dict[str, str | None]
     results: dict[str, dict[str, Any]]
     markdown: str
@@ -73,15 +73,15 @@ def assemble(root: str, spec: TableSpec, extra_meta: dict[str, Any] | None = Non
         table_rows.append({"label": row["label"], "model": row["model"], "attributor": row["attributor"],
                            "values": values, "images": [r.get("evaluated_images") for r in per_seed]})
 
-    best: dict[str, str] = {}
+    best: dict[str, list[str]] = {}  # every row that ties for the best mean
     directions: dict[str, str | None] = {}
     for column in spec.columns:
         direction = directions[column["label"]] = _direction(column, list(results.values()))
-        candidates = [(r["values"][column["label"]][0], r["label"]) for r in table_rows
-                      if r["values"][column["label"]][0] is not None]
+        candidates = {r["label"]: r["values"][column["label"]][0] for r in table_rows
+                      if r["values"][column["label"]][0] is not None}
         if direction in ("higher", "lower") and candidates:
-            pick = max if direction == "higher" else min
-            best[column["label"]] = pick(candidates)[1]
+            top = (max if direction == "higher" else min)(candidates.values())
+            best[column["label"]] = [label for label, v in candidates.items() if math.isclose(v, top, rel_tol=1e-9, abs_tol=1e-12)]
 
     # CSV: one line per row, mean/std/n per column and the paper value beside it.
     buffer = io.StringIO()
@@ -115,7 +115,7 @@ def assemble(root: str, spec: TableSpec, extra_meta: dict[str, Any] | None = Non
             text = _fmt(mean, digits)
             if n and n > 1:
                 text += f" ± {_fmt(std, digits)}"
-            if best.get(column["label"]) == r["label"]:
+            if r["label"] in best.get(column["label"], []):
                 text = f"**{text}**"
             ref = paper.get(r["label"], {}).get(column["label"])
             if ref not in (None, ""):

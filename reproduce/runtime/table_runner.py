@@ -52,8 +52,13 @@ def _common(spec: TableSpec, root: str, logger: str) -> list[str]:
             *[str(o) for o in spec.raw.get("overrides") or []]]
 
 
+# Smoke mode (tests, `make smoke`): every model one tiny epoch, every attributor its smoke options.
+SMOKE_TRAIN = ("data.options.sizes={train:64,val:32,test:32}", "trainer.max_epochs=1", "data.batch_size=32")
+SMOKE_IMAGES = 4
+
+
 def train_models(spec: TableSpec, root: str, compose: Compose, logger: str = "none",
-                 progress_bar: bool = True) -> dict[tuple[str, int], str | None]:
+                 progress_bar: bool = True, smoke: bool = False) -> dict[tuple[str, int], str | None]:
     """Best checkpoint of every model the table needs (None for untrained pretrained models)."""
     from reproduce.runtime.training import fit
 
@@ -64,7 +69,8 @@ def train_models(spec: TableSpec, root: str, compose: Compose, logger: str = "no
             continue
         overrides = [_substitute(o, job, checkpoints) for o in job.overrides]
         name = f"{spec.name}-{job.role}-s{job.seed}"
-        cfg = compose("train", [*_common(spec, root, logger), *overrides, f"seed={job.seed}", f"name={name}",
+        cfg = compose("train", [*_common(spec, root, logger), *overrides, *(SMOKE_TRAIN if smoke else ()),
+                                f"seed={job.seed}", f"name={name}",
                                 f"task=tables/{spec.name}/models", f"trainer.enable_progress_bar={str(progress_bar).lower()}"])
         with directory_lock(str(cfg.paths.output_dir)):
             print(f"[reproduce.table] model {job.role} (seed {job.seed}) -> {cfg.paths.output_dir}", flush=True)
@@ -84,7 +90,7 @@ def _substitute(override: str, job: ModelJob, checkpoints: dict[tuple[str, int],
 
 
 def cell_config(spec: TableSpec, cell: Cell, root: str, checkpoints: dict[tuple[str, int], str | None],
-                compose: Compose, logger: str = "none") -> DictConfig:
+                compose: Compose, logger: str = "none", smoke: bool = False) -> DictConfig:
     """The evaluate config of one cell: the row's model, attributor and metrics."""
     row = cell.row
     role = row["model"]
@@ -99,7 +105,12 @@ def cell_config(spec: TableSpec, cell: Cell, root: str, checkpoints: dict[tuple[
         cfg.checkpoint = checkpoints[(role, cell.seed)]
     if row.get("scorer"):
         cfg.scorer_checkpoint = checkpoints[(row["scorer"], cell.seed)]
-    options = {**(OmegaConf.to_container(cfg.attributor.get("options") or {}, resolve=True)), **(row.get("attributor_options") or {})}
+    defaults = cfg.attributor.get("options")
+    options = {**(OmegaConf.to_container(defaults, resolve=True) if defaults else {}), **(row.get("attributor_options") or {})}
+    if smoke:
+        from reproduce.attributors import get_class
+
+        options.update(get_class(str(cfg.attributor.name)).smoke_options)
     cfg.attributor.options = options
     metrics = {}
     for label, metric in spec.metrics.items():
@@ -107,7 +118,10 @@ def cell_config(spec: TableSpec, cell: Cell, root: str, checkpoints: dict[tuple[
             continue
         metrics[label] = {**metric, **(row.get("metric_options", {}).get(label) or {})}
     cfg.metrics = metrics
-    cfg.data.limits = {"test": int(row.get("eval_images", spec.raw.get("eval_images", 200)))}
+    images = int(row.get("eval_images", spec.raw.get("eval_images", 200)))
+    cfg.data.limits = {"test": min(images, SMOKE_IMAGES) if smoke else images}
+    if smoke and "sizes" in cfg.data.options:
+        cfg.data.options.sizes = {"train": 64, "val": 32, "test": 32}
     for key in ("target", "samples"):
         if key in row or key in spec.raw:
             cfg[key] = row.get(key, spec.raw.get(key))
@@ -117,7 +131,7 @@ def cell_config(spec: TableSpec, cell: Cell, root: str, checkpoints: dict[tuple[
 
 
 def run_table(table: dict[str, Any] | DictConfig, root: str, shard: tuple[int, int] = (0, 1), logger: str = "none",
-              compose: Compose = hydra_compose, progress_bar: bool = True) -> TableRun:
+              compose: Compose = hydra_compose, progress_bar: bool = True, smoke: bool = False) -> TableRun:
     """Train what the table needs and evaluate this shard's cells; returns the cells' results."""
     from reproduce.runtime.evaluation import evaluate_cell
 
@@ -127,12 +141,12 @@ def run_table(table: dict[str, Any] | DictConfig, root: str, shard: tuple[int, i
     if not (0 <= index < count):
         raise ConfigError(f"shard.index must be in [0, shard.count), got {index} of {count}.")
     table_dir = os.path.join(root, "outputs", "tables", spec.name)
-    checkpoints = train_models(spec, root, compose, logger, progress_bar)
+    checkpoints = train_models(spec, root, compose, logger, progress_bar, smoke)
     results: dict[str, dict[str, Any]] = {}
     for cell in spec.cells():
         if cell.index % count != index:
             continue
-        cfg = cell_config(spec, cell, root, checkpoints, compose, logger)
+        cfg = cell_config(spec, cell, root, checkpoints, compose, logger, smoke)
         print(f"[reproduce.table] cell {cell.key} ({cell.row['attributor']} on {cell.row['model']})", flush=True)
         results[cell.key] = evaluate_cell(cfg)
     return TableRun(spec, table_dir, checkpoints, results, time.time() - start)

@@ -11,7 +11,7 @@ Spec fields:
   refer to another role's best checkpoint as ``{checkpoint:<role>}`` (trained first);
   ``{pretrained: <model config>}`` instead of ``train`` uses a model config without training;
 - ``metrics``: label -> metric spec shared by every row (``conf/metrics`` format);
-- ``rows``: ``{label, model, attributor, attributor_options, scorer, eval_images, samples, target,
+- ``rows``: ``{label, model, attributor (a conf/attributor config name), attributor_options, scorer, eval_images, samples, target,
   metric_options: {metric label: {option: value}}, skip_metrics: [labels]}``;
 - ``columns``: ``{label, key, direction?, scale?, format?}``; ``key`` is a result scalar
   (``accuracy`` or ``<metric label>/<scalar>``);
@@ -20,6 +20,7 @@ Spec fields:
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,8 +47,22 @@ class Cell:
 
     @property
     def key(self) -> str:
-        slug = re.sub(r"[^A-Za-z0-9]+", "_", self.row["label"]).strip("_").lower()
-        return f"{slug}-s{self.seed}"
+        return f"{slugify(self.row['label'])}-s{self.seed}"
+
+
+def slugify(label: str) -> str:
+    """A file-name-safe, case-insensitive form of a row label (``Grad-CAM++`` -> ``grad_campp``,
+    ``MoXI(-)`` -> ``moxi_minus``)."""
+    label = label.replace("+", "p").replace("(-)", "_minus")
+    return re.sub(r"[^A-Za-z0-9]+", "_", label).strip("_").lower()
+
+
+def attributor_configs() -> list[str]:
+    """Names of the attributor configs (``conf/attributor/<name>.yaml``) a row may use."""
+    from reproduce.runtime.paths import CONF_DIR
+
+    folder = os.path.join(CONF_DIR, "attributor")
+    return sorted(f[:-5] for f in os.listdir(folder) if f.endswith(".yaml"))
 
 
 @dataclass
@@ -74,7 +89,6 @@ class TableSpec:
 
     # --- validation ----------------------------------------------------------------------------
     def validate(self) -> None:
-        from reproduce.attributors import available
         from reproduce.metrics import available_metrics
 
         where = f"table {self.name!r}"
@@ -92,8 +106,8 @@ class TableSpec:
             name = (metric or {}).get("name", label)
             if name not in known_metrics:
                 raise ConfigError(f"{where}: metric {label!r} uses unknown metric {name!r}; available: {sorted(known_metrics)}.")
-        known_attributors = set(available())
-        labels = set()
+        known_attributors = set(attributor_configs())
+        labels, slugs = set(), set()
         for row in self.rows:
             if not isinstance(row, dict) or "label" not in row:
                 raise ConfigError(f"{where}: every row needs a label, got {row!r}.")
@@ -101,13 +115,17 @@ class TableSpec:
             if label in labels:
                 raise ConfigError(f"{where}: row label {label!r} appears twice.")
             labels.add(label)
+            if slugify(label) in slugs:
+                raise ConfigError(f"{where}: row label {label!r} clashes with another row once made a file name; rename one.")
+            slugs.add(slugify(label))
             if row.get("model") not in self.models:
                 raise ConfigError(f"{where}: row {label!r} uses model {row.get('model')!r}; models are {sorted(self.models)}.")
             if row.get("scorer") is not None and row["scorer"] not in self.models:
                 raise ConfigError(f"{where}: row {label!r} scores with unknown model {row['scorer']!r}.")
             if row.get("attributor") not in known_attributors:
                 raise ConfigError(
-                    f"{where}: row {label!r} uses unknown attributor {row.get('attributor')!r}; available: {sorted(known_attributors)}."
+                    f"{where}: row {label!r} uses attributor config {row.get('attributor')!r}, which is not in "
+                    f"conf/attributor/; available: {sorted(known_attributors)}."
                 )
             for metric in {**row.get("metric_options", {})}.keys() | set(row.get("skip_metrics", [])):
                 if metric not in self.metrics:

@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from reproduce.viz.overlays import save_figure  # noqa: E402
 
 
-def table_figure(rows: list[dict[str, Any]], columns: list[dict[str, Any]], best: dict[str, str],
+def table_figure(rows: list[dict[str, Any]], columns: list[dict[str, Any]], best: dict[str, list[str]],
                  directions: dict[str, str | None], path: str, title: str) -> str:
     """``rows`` as produced by table assembly (``label`` and ``values[column] = (mean, std, n)``)."""
     n = len(columns)
@@ -27,7 +27,7 @@ def table_figure(rows: list[dict[str, Any]], columns: list[dict[str, Any]], best
         means = [r["values"][name][0] for r in rows]
         stds = [r["values"][name][1] or 0.0 for r in rows]
         shown = [m if m is not None else 0.0 for m in means]
-        colours = ["tab:orange" if best.get(name) == lab else ("tab:blue" if m is not None else "lightgrey")
+        colours = ["tab:orange" if lab in best.get(name, []) else ("tab:blue" if m is not None else "lightgrey")
                    for lab, m in zip(labels, means)]
         ax.barh(range(len(rows)), shown, xerr=stds, color=colours, height=0.7)
         ax.set_yticks(range(len(rows)))
@@ -39,6 +39,6 @@ def table_figure(rows: list[dict[str, Any]], columns: list[dict[str, Any]], best
         ax.grid(axis="x", alpha=0.3)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / fig.get_figheight()))
     fig.suptitle(f"{title} (orange: best)", fontsize=11)
-    fig.tight_layout()
     return save_figure(fig, path)
