@@ -32,6 +32,28 @@ train: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m reproduce.bench attributors
+	$(PY) -m reproduce.bench games
+	$(PY) -m reproduce.bench metrics
+
+# Paper results. DATA picks the paper's setting (a spec conf/table/<table>_<DATA>.yaml), DATA_ROOT
+# its dataset folder; the default is the embedded benchmark, offline, on a CPU.
+TABLE_ARGS = $(if $(DATA_ROOT),paths.dataset_root=$(abspath $(DATA_ROOT)))
+table_name = $(1)$(if $(filter-out synthetic,$(DATA)),_$(DATA))
+
+reproduce-table3: $(STAMP)
+	$(PY) -m reproduce.table table=$(call table_name,table3) $(TABLE_ARGS)
+
+reproduce-moxi: $(STAMP)
+	$(PY) -m reproduce.table table=$(call table_name,moxi) $(TABLE_ARGS)
+
+reproduce-superpixel: $(STAMP)
+	$(PY) -m reproduce.table table=$(call table_name,superpixel) $(TABLE_ARGS)
+
+reproduce-smdl: $(STAMP)
+	$(PY) -m reproduce.table table=$(call table_name,smdl) $(TABLE_ARGS)
+	$(if $(filter-out synthetic,$(DATA)),,$(PY) -m reproduce.table table=smdl_misclassified)
+
+reproduce-all: reproduce-table3 reproduce-moxi reproduce-superpixel reproduce-smdl
 
 clean-venv:
 	rm -rf $(VENV)

@@ -64,24 +64,28 @@ class PairedDataset(Dataset):
         return item
 
 
-class FirstItems(Dataset):
-    """The first ``n`` items of a dataset, keeping its facts (num_classes, has_masks, ...)."""
+class ItemSubset(Dataset):
+    """Some items of a dataset, keeping its facts (num_classes, has_masks, ...)."""
 
-    def __init__(self, base: Dataset, n: int):
-        self.base, self.n = base, n
+    def __init__(self, base: Dataset, indices: list[int]):
+        self.base, self.indices = base, list(indices)
 
     def __getattr__(self, name: str):
-        if name in ("base", "n"):
+        if name in ("base", "indices"):
             raise AttributeError(name)
         return getattr(self.base, name)
 
     def __len__(self) -> int:
-        return self.n
+        return len(self.indices)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        if not 0 <= index < self.n:
-            raise IndexError(index)
-        return self.base[index]
+        return self.base[self.indices[index]]
+
+
+def fold_indices(size: int, index: int, count: int, seed: int) -> list[int]:
+    """Fold ``index`` of ``count`` disjoint folds of a seeded permutation of ``range(size)``."""
+    order = torch.randperm(size, generator=torch.Generator().manual_seed(seed)).tolist()
+    return sorted(order[index * size // count:(index + 1) * size // count])
 
 
 class ImageDataModule(L.LightningDataModule):
@@ -98,6 +102,9 @@ class ImageDataModule(L.LightningDataModule):
             (synthetic: ``{"background": "shifted"}``, ImageNet-9: ``{"variant": "mixed_next"}``);
             after :meth:`enable_bg_shift`, test items carry its image as ``images_bg_shift``.
         limits: keep only the first N items of a stage, e.g. ``{"test": 200}``.
+        train_fold: train on one of ``count`` disjoint folds of the training split,
+            ``{"index": 0, "count": 2, "seed": 10007}`` (the super-pixel paper's stability protocol:
+            two models trained on disjoint halves of the data).
         num_classes / image_size: what the configs downstream (model size, head) assume; checked
             against the dataset when it is built.
     """
@@ -116,6 +123,7 @@ class ImageDataModule(L.LightningDataModule):
         image_size: int | None = None,
         bg_shift: dict[str, Any] | None = None,
         limits: dict[str, int] | None = None,
+        train_fold: dict[str, int] | None = None,
     ):
         super().__init__()
         if not isinstance(batch_size, int) or batch_size < 1:
@@ -134,6 +142,13 @@ class ImageDataModule(L.LightningDataModule):
         self.bg_shift = dict(bg_shift) if bg_shift else None
         self.test_pairs: dict[str, dict[str, Any]] = {}
         self.limits = dict(limits or {})
+        self.train_fold = dict(train_fold) if train_fold else None
+        if self.train_fold is not None:
+            idx, count = self.train_fold.get("index"), self.train_fold.get("count")
+            if not (isinstance(count, int) and count >= 2 and isinstance(idx, int) and 0 <= idx < count):
+                raise ConfigError(
+                    f"data.train_fold needs integers 0 <= index < count with count >= 2, got {train_fold!r}."
+                )
         for stage, n in self.limits.items():
             if n is not None and (not isinstance(n, int) or n < 1):
                 raise ConfigError(f"data.limits.{stage} must be a positive integer, got {n!r}.")
@@ -174,8 +189,11 @@ class ImageDataModule(L.LightningDataModule):
                     for key, extra in self.test_pairs.items()
                 }
                 ds = PairedDataset(ds, variants)
+            if stage == "train" and self.train_fold is not None:
+                fold = self.train_fold
+                ds = ItemSubset(ds, fold_indices(len(ds), fold["index"], fold["count"], fold.get("seed", 10007)))
             if self.limits.get(stage) and self.limits[stage] < len(ds):
-                ds = FirstItems(ds, self.limits[stage])
+                ds = ItemSubset(ds, range(self.limits[stage]))
             self.datasets[stage] = ds
         return self.datasets[stage]
 

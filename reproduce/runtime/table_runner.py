@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from reproduce.errors import ConfigError
 from reproduce.runtime.config_hash import to_plain
 from reproduce.runtime.locks import directory_lock
-from reproduce.runtime.table_spec import CHECKPOINT_REF, Cell, ModelJob, TableSpec
+from reproduce.runtime.table_spec import CHECKPOINT_REF, Cell, TableSpec
 
 Compose = Callable[[str, list[str]], DictConfig]
 
@@ -67,9 +67,10 @@ def train_models(spec: TableSpec, root: str, compose: Compose, logger: str = "no
         if job.pretrained is not None:
             checkpoints[(job.role, job.seed)] = None
             continue
-        overrides = [_substitute(o, job, checkpoints) for o in job.overrides]
+        overrides = [_substitute(o, f"Model {job.role!r}", job.seed, checkpoints) for o in job.overrides]
         name = f"{spec.name}-{job.role}-s{job.seed}"
-        cfg = compose("train", [*_common(spec, root, logger), *overrides, *(SMOKE_TRAIN if smoke else ()),
+        cfg = compose("train", [*_common(spec, root, logger), *[str(o) for o in spec.raw.get("train_overrides") or []],
+                                *overrides, *(SMOKE_TRAIN if smoke else ()),
                                 f"seed={job.seed}", f"name={name}",
                                 f"task=tables/{spec.name}/models", f"trainer.enable_progress_bar={str(progress_bar).lower()}"])
         with directory_lock(str(cfg.paths.output_dir)):
@@ -79,14 +80,18 @@ def train_models(spec: TableSpec, root: str, compose: Compose, logger: str = "no
     return checkpoints
 
 
-def _substitute(override: str, job: ModelJob, checkpoints: dict[tuple[str, int], str | None]) -> str:
+def _substitute(value: Any, who: str, seed: int, checkpoints: dict[tuple[str, int], str | None]) -> Any:
+    """Replace ``{checkpoint:<role>}`` in a string by that role's best checkpoint (same seed)."""
+    if not isinstance(value, str):
+        return value
+
     def repl(match) -> str:
-        path = checkpoints.get((match.group(1), job.seed))
+        path = checkpoints.get((match.group(1), seed))
         if not path:
-            raise ConfigError(f"Model {job.role!r} needs the checkpoint of {match.group(1)!r}, which has none.")
+            raise ConfigError(f"{who} needs the checkpoint of model {match.group(1)!r}, which has none.")
         return path
 
-    return CHECKPOINT_REF.sub(repl, override)
+    return CHECKPOINT_REF.sub(repl, value)
 
 
 def cell_config(spec: TableSpec, cell: Cell, root: str, checkpoints: dict[tuple[str, int], str | None],
@@ -111,7 +116,8 @@ def cell_config(spec: TableSpec, cell: Cell, root: str, checkpoints: dict[tuple[
         from reproduce.attributors import get_class
 
         options.update(get_class(str(cfg.attributor.name)).smoke_options)
-    cfg.attributor.options = options
+    cfg.attributor.options = {k: _substitute(v, f"Row {row['label']!r}", cell.seed, checkpoints) for k, v in options.items()}
+    cfg.reference_checkpoints = {name: checkpoints[(role, cell.seed)] for name, role in (spec.raw.get("references") or {}).items()}
     metrics = {}
     for label, metric in spec.metrics.items():
         if label in (row.get("skip_metrics") or []):

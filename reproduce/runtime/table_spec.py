@@ -4,7 +4,8 @@ into the models to train and the cells to evaluate.
 Spec fields:
 
 - ``name``, ``title``, ``protocol`` (text: which protocol each column follows);
-- ``data``: the data config group; ``overrides``: overrides applied to every train/evaluate run;
+- ``data``: the data config group; ``overrides``: overrides applied to every train and evaluate run,
+  ``train_overrides``: to every training run only;
 - ``seeds``: one model set and one evaluation per seed (mean and spread are reported);
 - ``eval_images``: test images per cell (first N of the test split), rows may lower it;
 - ``models``: role -> ``{train: [overrides of conf/train.yaml], description}``; an override may
@@ -15,7 +16,11 @@ Spec fields:
   metric_options: {metric label: {option: value}}, skip_metrics: [labels]}``;
 - ``columns``: ``{label, key, direction?, scale?, format?}``; ``key`` is a result scalar
   (``accuracy`` or ``<metric label>/<scalar>``);
+- ``references``: name -> model role, extra models handed to every cell (stability metrics refer to
+  them as ``"@name"`` in their options);
 - ``paper``: ``{row label: {column label: value}}``, the published numbers where known (never invented).
+
+Row ``attributor_options`` may also hold ``{checkpoint:<role>}`` (e.g. SMDL's evidential model).
 """
 
 from __future__ import annotations
@@ -127,9 +132,15 @@ class TableSpec:
                     f"{where}: row {label!r} uses attributor config {row.get('attributor')!r}, which is not in "
                     f"conf/attributor/; available: {sorted(known_attributors)}."
                 )
+            for ref in self._row_refs(row):
+                if ref not in self.models:
+                    raise ConfigError(f"{where}: row {label!r} refers to {{checkpoint:{ref}}}, which is not a model of the table.")
             for metric in {**row.get("metric_options", {})}.keys() | set(row.get("skip_metrics", [])):
                 if metric not in self.metrics:
                     raise ConfigError(f"{where}: row {label!r} configures metric {metric!r}, which is not in `metrics`.")
+        for name, role in (self.raw.get("references") or {}).items():
+            if role not in self.models:
+                raise ConfigError(f"{where}: reference {name!r} names model {role!r}, which is not a model of the table.")
         keys = {"accuracy"} | {f"{m}/" for m in self.metrics}
         for column in self.columns:
             if not isinstance(column, dict) or "label" not in column or "key" not in column:
@@ -150,6 +161,10 @@ class TableSpec:
     @staticmethod
     def _refs(model: dict[str, Any]) -> list[str]:
         return [m for o in model.get("train") or [] for m in CHECKPOINT_REF.findall(str(o))]
+
+    @staticmethod
+    def _row_refs(row: dict[str, Any]) -> list[str]:
+        return [m for v in (row.get("attributor_options") or {}).values() for m in CHECKPOINT_REF.findall(str(v))]
 
     def _check_cycles(self) -> None:
         state: dict[str, int] = {}
@@ -179,9 +194,11 @@ class TableSpec:
                 needed.append(role)
 
         for row in self.rows:
-            add(row["model"])
-            if row.get("scorer"):
-                add(row["scorer"])
+            for role in [row["model"], row.get("scorer"), *self._row_refs(row)]:
+                if role:
+                    add(role)
+        for role in (self.raw.get("references") or {}).values():
+            add(role)
         return [
             ModelJob(
                 role=role, seed=seed,
