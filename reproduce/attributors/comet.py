@@ -32,7 +32,7 @@ class CometMask(Attributor):
 
     # The generic contract tests build attributors on plain classifiers; this one needs a trained
     # COMET model, so its contract checks live in tests/test_comet.py.
-    contract_skip: ClassVar[str] = "needs a trained COMET model"
+    contract_skip: ClassVar[str | None] = "needs a trained COMET model"
 
     def __init__(self, model: nn.Module | str | os.PathLike, normalize: str | None = None):
         if isinstance(model, (str, os.PathLike)):
