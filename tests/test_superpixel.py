@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from skimage import data as skdata
 from torch import nn
 
-from reproduce.attributors import create
+from reproduce.attributors import create, get_class
 from reproduce.attributors import segmenters as seg
 from reproduce.attributors.segmenters import SegmentationCache, Segmenter
 from reproduce.attributors.superpixel import group_maps
@@ -216,3 +216,12 @@ def test_superpixel_on_a_real_model_and_photo_batch():
     assert sp.last_cost["segmentation_seconds_per_image"] > 0
     alone = sp.attribute(x[1:], torch.tensor([1]))
     torch.testing.assert_close(alone, maps[1:], rtol=1e-5, atol=1e-6 * maps.abs().max().item())
+
+
+def test_smoke_config_keeps_the_base_method_and_segmenter():
+    # A smoke table row of super-pixel IG with quickshift must stay super-pixel IG with quickshift.
+    options = get_class("superpixel").smoke_config(
+        {"base": "integrated_gradients", "base_options": {"steps": 64, "baseline": 0.0}, "segmenter": "quickshift"}
+    )
+    assert options["base"] == "integrated_gradients" and options["segmenter"] == "quickshift"
+    assert options["base_options"] == {"steps": get_class("integrated_gradients").smoke_options["steps"], "baseline": 0.0}

@@ -107,6 +107,11 @@ class Attributor:
     # Why the generic contract tests cannot run this method on a random model (None = they can).
     contract_skip: ClassVar[str | None] = None
 
+    @classmethod
+    def smoke_config(cls, options: dict[str, Any]) -> dict[str, Any]:
+        """``options`` made fast for a smoke run, keeping the method what it is (tables in smoke mode)."""
+        return {**options, **cls.smoke_options}
+
     def __init__(self, model: nn.Module, normalize: str | None = None):
         if normalize not in NORMALIZE_CHOICES:
             raise InputError(f"normalize must be one of {NORMALIZE_CHOICES}, got {normalize!r}.")

@@ -36,7 +36,7 @@ from torch import nn
 from reproduce.attributors.base import Attributor
 from reproduce.attributors.gradient import GradientAttributor
 from reproduce.attributors.noise_tunnel import SmoothGrad
-from reproduce.attributors.registry import create, register
+from reproduce.attributors.registry import create, get_class, register
 from reproduce.attributors.segmenters import SegmentationCache, Segmenter
 from reproduce.errors import InputError
 
@@ -85,6 +85,14 @@ class SuperPixel(Attributor):
 
     # Watershed on a Sobel gradient gives about ``markers`` segments even on noise images.
     smoke_options: ClassVar[dict] = {"base": "saliency", "segmenter": "watershed"}
+
+    @classmethod
+    def smoke_config(cls, options: dict[str, Any]) -> dict[str, Any]:
+        # The base method and segmenter define the row (e.g. super-pixel IG with quickshift): keep
+        # them and make only the base method fast.
+        base = options.get("base", "integrated_gradients")
+        base_options = {**(options.get("base_options") or {}), **get_class(base).smoke_options}
+        return {**options, "base": base, "base_options": base_options}
 
     def __init__(
         self,

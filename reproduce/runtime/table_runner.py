@@ -115,7 +115,7 @@ def cell_config(spec: TableSpec, cell: Cell, root: str, checkpoints: dict[tuple[
     if smoke:
         from reproduce.attributors import get_class
 
-        options.update(get_class(str(cfg.attributor.name)).smoke_options)
+        options = get_class(str(cfg.attributor.name)).smoke_config(options)
     cfg.attributor.options = {k: _substitute(v, f"Row {row['label']!r}", cell.seed, checkpoints) for k, v in options.items()}
     cfg.reference_checkpoints = {name: checkpoints[(role, cell.seed)] for name, role in (spec.raw.get("references") or {}).items()}
     metrics = {}
