@@ -3,6 +3,11 @@
 A new attributor is one module in ``reproduce/attributors/`` with a class decorated by
 ``@register("name")``: modules of this package are discovered on first use, so nothing else needs
 editing for ``create``/``available`` (and the contract tests) to pick it up.
+
+Out-of-tree attributors (plugins): set ``REPRODUCE_PLUGINS`` to comma-separated importable module
+names (e.g. ``REPRODUCE_PLUGINS=my_lab.saliency,edge_saliency`` with their folders on ``PYTHONPATH``);
+discovery imports them after the package's own modules, so their ``@register`` classes appear in
+``available()``, ``create`` and the contract tests like built-in ones.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
+import os
 import pkgutil
 from typing import Any
 
@@ -19,6 +25,7 @@ from reproduce.errors import InputError
 
 _REGISTRY: dict[str, type] = {}
 _DISCOVERED = False
+PLUGINS_ENV = "REPRODUCE_PLUGINS"
 
 
 def register(name: str):
@@ -43,7 +50,21 @@ def _discover() -> None:
     for info in pkgutil.walk_packages(package.__path__, prefix=f"{package.__name__}."):
         if not info.name.rsplit(".", 1)[-1].startswith("_"):
             importlib.import_module(info.name)
+    for module in plugin_modules():
+        try:
+            importlib.import_module(module)
+        except Exception as err:  # any failure of a plugin is the user's to fix: name it and how
+            raise InputError(
+                f"{PLUGINS_ENV} names the module {module!r}, which failed to import "
+                f"({type(err).__name__}: {err}). Put the folder holding {module.replace('.', '/')}.py on "
+                f"PYTHONPATH (or install its package), fix the error, or remove it from {PLUGINS_ENV}."
+            ) from err
     _DISCOVERED = True
+
+
+def plugin_modules() -> list[str]:
+    """Module names listed in ``$REPRODUCE_PLUGINS`` (comma-separated; blanks ignored)."""
+    return [m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(",") if m.strip()]
 
 
 def available() -> list[str]:

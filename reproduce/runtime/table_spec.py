@@ -63,11 +63,30 @@ def slugify(label: str) -> str:
 
 
 def attributor_configs() -> list[str]:
-    """Names of the attributor configs (``conf/attributor/<name>.yaml``) a row may use."""
+    """Names of the attributor configs (``conf/attributor/<name>.yaml``) a row may use, plus those in
+    the folders of ``hydra.searchpath`` when called inside a Hydra app (out-of-tree methods)."""
+    from hydra.core.global_hydra import GlobalHydra
+
     from reproduce.runtime.paths import CONF_DIR
 
     folder = os.path.join(CONF_DIR, "attributor")
-    return sorted(f[:-5] for f in os.listdir(folder) if f.endswith(".yaml"))
+    names = {f[:-5] for f in os.listdir(folder) if f.endswith(".yaml")}
+    if GlobalHydra.instance().is_initialized():
+        loader = GlobalHydra.instance().config_loader()
+        names.update(loader.get_group_options("attributor", overrides=searchpath_overrides()))
+    return sorted(names)
+
+
+def searchpath_overrides() -> list[str]:
+    """``hydra.searchpath=[...]`` of the running Hydra app (empty outside one or without it).
+
+    The global config loader's repository predates the app's own ``hydra.searchpath``, so configs
+    composed or listed inside the app (table cells, attributor names) must pass it again."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized() or not HydraConfig.get().searchpath:
+        return []
+    return [f"hydra.searchpath=[{','.join(repr(str(p)) for p in HydraConfig.get().searchpath)}]"]
 
 
 @dataclass
