@@ -2,6 +2,7 @@
 
 Evaluates one attributor on a trained model over the test split of a dataset and writes
 ``outputs/evaluate/<name>/result.json`` (plus ``overlays.png``); logs to W&B offline by default.
+The config is validated first; a mistake is reported as one ``reproduce.evaluate: error: ...`` line.
 
 Examples:
     python -m reproduce.evaluate attributor=gradcam train_run=quickstart_cnn metrics=[pxap,pointing_game]
@@ -20,8 +21,11 @@ from reproduce.runtime.paths import CONF_DIR
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="evaluate")
 def main(cfg: DictConfig) -> None:
     from reproduce.runtime.evaluation import evaluate_cell
+    from reproduce.runtime.validation import reported_errors, validate_evaluate
 
-    result = evaluate_cell(cfg)
+    with reported_errors("reproduce.evaluate"):
+        validate_evaluate(cfg)
+        result = evaluate_cell(cfg)
     print(f"[reproduce.evaluate] {cfg.name}: {result['evaluated_images']} images")
     for key, value in sorted(result["scalars"].items()):
         arrow = {"higher": "(higher is better)", "lower": "(lower is better)"}.get(result["directions"].get(key), "")

@@ -22,15 +22,18 @@ def main(cfg: DictConfig) -> None:
     from reproduce.runtime.table_runner import run_table
     from reproduce.runtime.table_spec import TableSpec
     from reproduce.runtime.config_hash import to_plain
+    from reproduce.runtime.validation import reported_errors, validate_table
 
-    root = str(cfg.paths.root)
-    seconds = None
-    if not cfg.assemble_only:
-        run = run_table(cfg.table, root, shard=(int(cfg.shard.index), int(cfg.shard.count)),
-                        logger=str(cfg.run_logger), progress_bar=bool(cfg.progress_bar), smoke=bool(cfg.smoke))
-        seconds = run.seconds
-    if cfg.assemble:
-        publish(TableSpec.from_config(to_plain(cfg.table)), root, wandb_mode=cfg.wandb_mode, seconds=seconds)
+    with reported_errors("reproduce.table"):
+        validate_table(cfg)
+        root = str(cfg.paths.root)
+        seconds = None
+        if not cfg.assemble_only:
+            run = run_table(cfg.table, root, shard=(int(cfg.shard.index), int(cfg.shard.count)),
+                            logger=str(cfg.run_logger), progress_bar=bool(cfg.progress_bar), smoke=bool(cfg.smoke))
+            seconds = run.seconds
+        if cfg.assemble:
+            publish(TableSpec.from_config(to_plain(cfg.table)), root, wandb_mode=cfg.wandb_mode, seconds=seconds)
 
 
 if __name__ == "__main__":

@@ -67,8 +67,13 @@ def resolve_target(model: nn.Module, adapter: ModelAdapter, x: torch.Tensor, tar
     if isinstance(target, int):
         t = torch.full((b,), target, dtype=torch.long, device=x.device)
     else:
-        t = torch.as_tensor(target, device=x.device)
-        if t.is_floating_point() or t.dtype == torch.bool:
+        try:
+            t = torch.as_tensor(target, device=x.device)
+        except (TypeError, ValueError, RuntimeError):
+            raise InputError(
+                f"target must be an int, a [B] tensor of class indices or None, got {type(target).__name__} {target!r:.60}."
+            ) from None
+        if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
             raise InputError(f"target must hold integer class indices, got dtype {t.dtype}.")
         t = t.long().reshape(-1) if t.dim() <= 1 else t
         if t.dim() != 1 or t.numel() != b:

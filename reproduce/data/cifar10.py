@@ -73,7 +73,7 @@ def read_batch(path: str) -> dict[str, Any]:
         with open(path, "rb") as f:
             # latin1 decodes the Python 2 strings of the official files (as torchvision does).
             raw = _ArrayOnlyUnpickler(f, encoding="latin1").load()
-    except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError) as err:
+    except Exception as err:  # noqa: BLE001 - damaged pickles raise Key/Index/Overflow/Memory/... errors too
         raise DataError(
             f"Cannot read the CIFAR-10 batch {path!r} ({type(err).__name__}: {err}); re-download "
             f"cifar-10-python.tar.gz from {SOURCE}."

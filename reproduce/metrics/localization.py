@@ -89,6 +89,8 @@ def binary_iou(maps01: torch.Tensor, masks: torch.Tensor, thresholds: torch.Tens
 
 
 def iou_grid(step: float) -> torch.Tensor:
+    if isinstance(step, bool) or not isinstance(step, (int, float)) or not 0 < step <= 1:
+        raise ConfigError(f"iou_step must be 1/n for an integer n >= 1 (e.g. 1/20000), got {step!r}.")
     n = int(round(1 / step))
     if n < 1 or abs(n * step - 1) > 1e-6:
         raise ConfigError(f"iou_step must be 1/n for an integer n (e.g. 1/20000), got {step!r}.")

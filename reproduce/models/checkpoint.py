@@ -8,8 +8,6 @@ Two formats are understood: a Lightning checkpoint written by ``python -m reprod
 from __future__ import annotations
 
 import os
-import pickle
-import zipfile
 from typing import Any
 
 import torch
@@ -27,9 +25,10 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise DataError(f"Checkpoint {path!r} does not exist: {_TRAIN_HINT}.")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as err:
+    except Exception as err:  # noqa: BLE001 - malformed bytes surface as any of Index/Key/EOF/Unpickling/... errors
+        first = (str(err).splitlines() or [""])[0][:200]
         raise ConfigError(
-            f"Checkpoint {path!r} cannot be read ({type(err).__name__}: {str(err).splitlines()[0][:200]}). "
+            f"Checkpoint {path!r} cannot be read ({type(err).__name__}: {first}). "
             f"It is truncated, corrupt or not a PyTorch weights file: {_TRAIN_HINT}."
         ) from err
     if not isinstance(obj, dict):

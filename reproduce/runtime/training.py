@@ -89,9 +89,12 @@ def resolve_resume(cfg: DictConfig, run_dir: str, ident: str) -> str | None:
 def build_logger(cfg: DictConfig, run_dir: str, run_id: str):
     from hydra.utils import instantiate
 
+    from reproduce.runtime.validation import check_targets
+
     node = cfg.get("logger")
     if not node or "_target_" not in node:
         return False
+    check_targets(node, "logger")
     extra = {}
     if node._target_.endswith("WandbLogger"):
         os.environ.setdefault("WANDB_SILENT", "true")
@@ -101,12 +104,16 @@ def build_logger(cfg: DictConfig, run_dir: str, run_id: str):
 
 def instantiate_node(node: DictConfig):
     """``hydra.utils.instantiate`` that lets this package's own errors through unwrapped: Hydra wraps
-    whatever a target raises in an InstantiationException, which would hide a ConfigError's type."""
+    whatever a target raises in an InstantiationException, which would hide a ConfigError's type.
+    Every ``_target_`` in ``node`` must lie under the allow-list of
+    :data:`reproduce.runtime.validation.ALLOWED_TARGET_PREFIXES` (a config must not run arbitrary code)."""
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
     from reproduce.errors import ReproduceError
+    from reproduce.runtime.validation import check_targets
 
+    check_targets(node, node._get_full_key(None) if isinstance(node, DictConfig) else "")
     try:
         return instantiate(node, _convert_="all")
     except InstantiationException as err:
@@ -117,13 +124,14 @@ def instantiate_node(node: DictConfig):
 
 def fit(cfg: DictConfig) -> TrainResult:
     """Train (or resume) and test the module of ``cfg``; returns checkpoints and test metrics."""
+    from reproduce.runtime.validation import validate_train
+
+    start = time.time()
+    validate_train(cfg)  # types, ranges, names, paths and _target_s, before any work
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    start = time.time()
     seed = cfg.get("seed", 0)
-    if not isinstance(seed, int) or seed < 0:
-        raise ConfigError(f"seed must be a non-negative integer, got {seed!r}.")
     run_dir = str(cfg.paths.output_dir)
     ident = identity_hash(cfg)
     previous = _read_run_file(run_dir)
@@ -158,13 +166,14 @@ def fit(cfg: DictConfig) -> TrainResult:
     )
     if logger:
         logger.log_hyperparams({"config": job_config(cfg), "identity": ident})
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
 
     best = os.path.join(ckpt_dir, "best.ckpt")
     last = os.path.join(ckpt_dir, "last.ckpt")
     metrics: dict[str, float] = {}
     if cfg.get("test", True):
-        results = trainer.test(module, datamodule=datamodule, ckpt_path=best if os.path.exists(best) else None, verbose=False)
+        results = trainer.test(module, datamodule=datamodule, ckpt_path=best if os.path.exists(best) else None,
+                               verbose=False, weights_only=True)
         metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
     seconds = time.time() - start
     if trainer.is_global_zero:
