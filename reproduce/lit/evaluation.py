@@ -5,6 +5,12 @@ Each ``test_step`` computes the maps of a batch and updates every metric (torchm
 reduces them); ``on_test_epoch_end`` logs scalars, curves and an overlay grid, and writes one result
 file per (model, attributor, dataset) cell atomically.
 
+Memory is bounded whatever the test set size: metrics keep fixed-size sum states (histograms,
+curve sums), maps are dropped after each batch, and only the first ``num_overlays`` images are kept
+for the figure. Under DDP every rank sees a disjoint shard (no padding duplicates), metric states are
+summed across ranks, the overlays are gathered and ordered by dataset index, and only rank 0 writes
+files, so the result equals a single-process run up to float summation order.
+
 Two models may be involved: the *explained* model (what the attributor explains, and whose
 accuracy is reported: the black box for post-hoc methods, COMET's masked predictor for COMET) and
 the *scorer* (the black box that perturbation metrics such as insertion or fidelity query), which
@@ -23,7 +29,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from reproduce.attributors import create
-from reproduce.errors import ConfigError
+from reproduce.errors import ConfigError, ReproduceError
 from reproduce.metrics import AttributionBatch, create_metric
 from reproduce.metrics.cost import cost_extras
 from reproduce.models import ModelAdapter
@@ -85,7 +91,7 @@ class AttributionEvaluation(L.LightningModule):
         num_classes = ModelAdapter(self.explained).num_classes
         self.accuracy = MulticlassAccuracy(num_classes, average="micro") if num_classes else None
         self.register_buffer("evaluated", torch.zeros((), dtype=torch.long), persistent=False)
-        self._overlays: list[dict[str, torch.Tensor]] = []
+        self._overlays: list[dict[str, Any]] = []
         self.result: dict[str, Any] | None = None
 
     @property
@@ -139,6 +145,26 @@ class AttributionEvaluation(L.LightningModule):
         targets = labels if self.target == "label" else preds
         return keep, targets
 
+    def _attribute_naming_culprits(self, images: torch.Tensor, targets: torch.Tensor,
+                                   indices: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        """The batch's maps; on failure (NaN/Inf map, bad input) the error names the dataset index of
+        every image that fails on its own (maps never depend on batch-mates, so this finds them)."""
+        try:
+            with torch.enable_grad():
+                return self.attributor.attribute(images, targets)
+        except ReproduceError as err:
+            culprits = []
+            for i in range(len(images)):
+                try:
+                    with torch.enable_grad():
+                        self.attributor.attribute(images[i:i + 1], targets[i:i + 1])
+                except ReproduceError:
+                    culprits.append(int(indices[i]))
+            raise type(err)(
+                f"Evaluating {self.attributor_name!r} failed on test image(s) with dataset index "
+                f"{culprits or indices.tolist()} (test batch {batch_idx}, rank {self.global_rank}): {err}"
+            ) from err
+
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         images, labels = batch["image"], batch["label"]
         keep, targets = self._select(images, labels)
@@ -146,8 +172,11 @@ class AttributionEvaluation(L.LightningModule):
             return
         rows = keep.nonzero().flatten()
         images, labels, targets = images[rows], labels[rows], targets[rows]
-        with torch.enable_grad():
-            maps = self.attributor.attribute(images, targets)
+        if "index" in batch:
+            indices = batch["index"][rows]
+        else:  # datasets without an index column: position in this process's stream
+            indices = int(self.evaluated) + torch.arange(len(rows), device=images.device)
+        maps = self._attribute_naming_culprits(images, targets, indices, batch_idx)
         extra = {k: v[rows] for k, v in batch.items() if k.startswith("images_")}
         extra.update(cost_extras(self.attributor.last_cost, device=images.device))
         extra.update(getattr(self.attributor, "last_extras", lambda: {})())
@@ -162,13 +191,42 @@ class AttributionEvaluation(L.LightningModule):
         self.evaluated += len(rows)
         if len(self._overlays) < self.num_overlays:
             take = min(self.num_overlays - len(self._overlays), len(rows))
+            denormalize = ModelAdapter(self.explained).data_config.denormalize
             for i in range(take):
                 self._overlays.append({
-                    "image": ModelAdapter(self.explained).data_config.denormalize(images[i]).clamp(0, 1).cpu(),
+                    "image": denormalize(images[i]).clamp(0, 1).detach().cpu(),
                     "map": maps[i].detach().cpu(),
                     "mask": ab.masks[i].cpu() if ab.masks is not None else None,
                     "label": int(labels[i]),
+                    "index": int(indices[i]),
                 })
+
+    def _gathered_overlays(self) -> list[dict[str, Any]]:
+        """The first ``num_overlays`` evaluated images by dataset index, over all ranks (collective:
+        every rank calls it). Under DDP each rank sends a fixed-size padded stack."""
+        if self.trainer.world_size == 1 or self.num_overlays == 0:
+            return sorted(self._overlays, key=lambda o: o["index"])
+        # Every rank must send tensors of one shape: the image size comes from the first batch of
+        # the (shared) test set, which every rank with at least one overlay agrees on.
+        shape = torch.tensor(list(self._overlays[0]["image"].shape) if self._overlays else [0, 0, 0], device=self.device)
+        c, h, w = (int(v) for v in self.all_gather(shape).reshape(-1, 3).max(0).values)
+        if c == 0:
+            return []
+        n = self.num_overlays
+        image = torch.zeros(n, c, h, w, device=self.device)
+        amap = torch.zeros(n, h, w, device=self.device)
+        mask = torch.zeros(n, h, w, device=self.device)
+        meta = torch.full((n, 4), -1, dtype=torch.long, device=self.device)  # valid, index, label, has_mask
+        for i, o in enumerate(self._overlays):
+            image[i], amap[i] = o["image"], o["map"]
+            if o["mask"] is not None:
+                mask[i] = o["mask"].float()
+            meta[i] = torch.tensor([1, o["index"], o["label"], int(o["mask"] is not None)])
+        image, amap, mask, meta = (self.all_gather(t).flatten(0, 1).cpu() for t in (image, amap, mask, meta))
+        valid = (meta[:, 0] == 1).nonzero().flatten()
+        order = valid[meta[valid, 1].argsort()][:n]
+        return [{"image": image[i], "map": amap[i], "mask": mask[i].bool() if meta[i, 3] == 1 else None,
+                 "label": int(meta[i, 2]), "index": int(meta[i, 1])} for i in order.tolist()]
 
     # --- results -----------------------------------------------------------------------------
     def on_test_epoch_end(self) -> None:
@@ -190,6 +248,7 @@ class AttributionEvaluation(L.LightningModule):
                         directions[full] = metric.directions[key]
                 else:
                     curves[full] = value.detach().cpu().tolist()
+        overlays = self._gathered_overlays()
         self.result = {
             "cell": self.cell,
             "attributor": {"name": self.attributor_name, "options": self.attributor_options},
@@ -201,20 +260,22 @@ class AttributionEvaluation(L.LightningModule):
             "directions": directions,
             "curves": curves,
             "world_size": self.trainer.world_size,
+            "overlay_indices": [o["index"] for o in overlays],  # dataset indices of the images in overlays.png
             "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         }
         if self.trainer.is_global_zero:
-            self._log_result(scalars, curves)
+            self._log_result(scalars, curves, overlays)
             if self.result_path:
                 atomic_write_json(self.result_path, self.result)
 
-    def _log_result(self, scalars: dict[str, float], curves: dict[str, list[float]]) -> None:
+    def _log_result(self, scalars: dict[str, float], curves: dict[str, list[float]],
+                    overlays: list[dict[str, Any]]) -> None:
         from reproduce.viz.overlays import overlay_grid
 
         figure_path = None
-        if self._overlays and self.result_path:
+        if overlays and self.result_path:
             figure_path = os.path.join(os.path.dirname(self.result_path), "overlays.png")
-            overlay_grid(self._overlays, title=f"{self.attributor_name}", path=figure_path)
+            overlay_grid(overlays, title=f"{self.attributor_name}", path=figure_path)
         for logger in self.loggers:
             logger.log_metrics({f"eval/{k}": v for k, v in scalars.items()})
             if type(logger).__name__ == "WandbLogger":

@@ -5,6 +5,11 @@ or a ``model`` config such as the pretrained EfficientNet-Lite0), the data modul
 ``AttributionEvaluation`` module and a Lightning trainer, runs the test loop, and returns the result
 that was written atomically to ``<output_dir>/result.json``. A finished cell with the same identity
 is not recomputed.
+
+Interruption: an evaluation keeps no partial state on disk. ``result.json`` is written once, at the
+end, by an atomic rename, so a run killed at any point leaves either no result file or a complete
+one; re-running the same command recomputes the cell from scratch with the same seed and gives the
+same numbers (apart from the measured wall time, ``cost/seconds_per_image``).
 """
 
 from __future__ import annotations
@@ -61,7 +66,26 @@ def _available(datamodule, attributor_has_steps: bool) -> set[str]:
     return available
 
 
-def evaluate_cell(cfg: DictConfig) -> dict[str, Any]:
+def result_path_of(cfg: DictConfig) -> str:
+    return os.path.join(str(cfg.paths.output_dir), "result.json")
+
+
+def finished_result(cfg: DictConfig) -> dict[str, Any] | None:
+    """The result already on disk for this cell (same identity), or None when it must be computed."""
+    path = result_path_of(cfg)
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path) as f:
+            previous = json.load(f)
+    except json.JSONDecodeError:
+        return None  # a corrupt file is recomputed (results are written atomically, so this is rare)
+    return previous if previous.get("cell", {}).get("identity") == cell_identity(cfg) else None
+
+
+def evaluate_cell(cfg: DictConfig, callbacks: list | None = None) -> dict[str, Any]:
+    """Evaluate the cell of ``cfg`` (or read its finished result); ``callbacks``: extra Lightning
+    callbacks for the test loop (e.g. the memory benchmark's RSS probe)."""
     import lightning as L
 
     from reproduce.attributors import get_class
@@ -70,16 +94,12 @@ def evaluate_cell(cfg: DictConfig) -> dict[str, Any]:
     from reproduce.runtime.training import instantiate_node
 
     out_dir = str(cfg.paths.output_dir)
-    result_path = os.path.join(out_dir, "result.json")
+    result_path = result_path_of(cfg)
     ident = cell_identity(cfg)
-    if os.path.exists(result_path):
-        try:
-            with open(result_path) as f:
-                previous = json.load(f)
-            if previous.get("cell", {}).get("identity") == ident:
-                return previous
-        except json.JSONDecodeError:
-            pass  # a corrupt file is recomputed (results are written atomically, so this is rare)
+    previous = finished_result(cfg)
+    if previous is not None:
+        print(f"[reproduce.evaluate] {result_path} is up to date (identity {ident}): not recomputed", flush=True)
+        return previous
 
     L.seed_everything(int(cfg.get("seed", 0)), workers=True)
     metrics = OmegaConf.to_container(cfg.metrics, resolve=True) or {}
@@ -124,14 +144,20 @@ def evaluate_cell(cfg: DictConfig) -> dict[str, Any]:
     logger = build_logger(cfg, out_dir, run_id=f"eval-{ident}")
     trainer = L.Trainer(
         **OmegaConf.to_container(cfg.trainer, resolve=True),
-        logger=logger, enable_checkpointing=False, enable_model_summary=False,
+        logger=logger, enable_checkpointing=False, enable_model_summary=False, callbacks=list(callbacks or []),
     )
     trainer.test(module, datamodule=datamodule, verbose=False)
-    if logger and hasattr(logger, "experiment") and hasattr(logger.experiment, "finish"):
+    # Only finish a W&B run this process started: under ddp_spawn it lives in the rank-0 child, and
+    # touching ``logger.experiment`` here would open a second, empty run.
+    if logger and getattr(logger, "_experiment", None) is not None and hasattr(logger.experiment, "finish"):
         logger.experiment.finish()
-    if module.result is None:
+    result = module.result
+    if result is None and trainer.is_global_zero:
+        # ddp_spawn: the ranks ran in child processes; rank 0 wrote the result file.
+        result = finished_result(cfg)
+    if result is None:
         raise ConfigError("The evaluation produced no result (was the test set empty?).")
-    return module.result
+    return result
 
 
 def _load(path: str, what: str):

@@ -3,8 +3,10 @@
 Everything is cached on disk and resumable: a model is a training run directory keyed by the table,
 role and seed (``fit`` reuses a finished run with the same config and resumes an interrupted one);
 a cell is ``outputs/tables/<table>/cells/<cell>/result.json``, written atomically and skipped when
-present with the same identity. Cells can be sharded (``shard.index``/``shard.count``) across
-processes or a Hydra multirun; models are trained under a lock so shards never train one twice.
+present with the same identity (a killed run re-run with the same command skips the finished cells
+and recomputes the interrupted one from scratch). Cells can be sharded (``shard.index``/``shard.count``:
+shard i evaluates the cells whose index is i modulo count) across processes or a Hydra multirun;
+models are trained under a lock so shards never train one twice.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from reproduce.errors import ConfigError
 from reproduce.runtime.config_hash import to_plain
 from reproduce.runtime.locks import directory_lock
-from reproduce.runtime.table_spec import CHECKPOINT_REF, Cell, TableSpec
+from reproduce.runtime.table_spec import CHECKPOINT_REF, Cell, TableSpec, searchpath_overrides
 
 Compose = Callable[[str, list[str]], DictConfig]
 
@@ -41,7 +43,7 @@ def hydra_compose(config_name: str, overrides: list[str]) -> DictConfig:
     from reproduce.runtime.paths import CONF_DIR
 
     if GlobalHydra.instance().is_initialized():
-        return compose(config_name, overrides=overrides)
+        return compose(config_name, overrides=[*searchpath_overrides(), *overrides])
     with initialize_config_dir(CONF_DIR, version_base="1.3"):
         return compose(config_name, overrides=overrides)
 
@@ -139,7 +141,7 @@ def cell_config(spec: TableSpec, cell: Cell, root: str, checkpoints: dict[tuple[
 def run_table(table: dict[str, Any] | DictConfig, root: str, shard: tuple[int, int] = (0, 1), logger: str = "none",
               compose: Compose = hydra_compose, progress_bar: bool = True, smoke: bool = False) -> TableRun:
     """Train what the table needs and evaluate this shard's cells; returns the cells' results."""
-    from reproduce.runtime.evaluation import evaluate_cell
+    from reproduce.runtime.evaluation import evaluate_cell, finished_result
 
     start = time.time()
     spec = TableSpec.from_config(to_plain(table))
@@ -153,6 +155,11 @@ def run_table(table: dict[str, Any] | DictConfig, root: str, shard: tuple[int, i
         if cell.index % count != index:
             continue
         cfg = cell_config(spec, cell, root, checkpoints, compose, logger, smoke)
+        previous = finished_result(cfg)
+        if previous is not None:
+            print(f"[reproduce.table] cell {cell.key}: finished earlier, skipped", flush=True)
+            results[cell.key] = previous
+            continue
         print(f"[reproduce.table] cell {cell.key} ({cell.row['attributor']} on {cell.row['model']})", flush=True)
         results[cell.key] = evaluate_cell(cfg)
     return TableRun(spec, table_dir, checkpoints, results, time.time() - start)

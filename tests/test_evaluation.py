@@ -1,0 +1,227 @@
+"""The evaluation layer end to end: ``evaluate_cell`` through the real configs, sample selection and
+targets, errors that name the failing image, DDP equal to one process, kill -9 safety."""
+
+import glob
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import lightning as L
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from reproduce.errors import ReproduceError
+from reproduce.runtime.evaluation import evaluate_cell
+
+N_TEST = 16
+BASE = [
+    "checkpoint=null",  # the seeded, untrained resnet10t_os16: no training needed, ~17 % accuracy
+    f"data.options.sizes={{train:8,val:8,test:{N_TEST}}}",
+    "data.eval_batch_size=8",
+    "trainer.enable_progress_bar=false",
+]
+TIMING = "cost/seconds_per_image"  # measured wall time: the one number that differs between runs
+
+
+def _scalars(result):
+    return {k: v for k, v in result["scalars"].items() if k != TIMING}
+
+
+def _predictions(cfg):
+    """Accuracy and per-image predictions of the explained model, computed without the module."""
+    from reproduce.models import ModelAdapter
+    from reproduce.runtime.evaluation import load_explained_model
+    from reproduce.runtime.training import instantiate_node
+
+    L.seed_everything(int(cfg.seed))
+    model = load_explained_model(cfg)
+    dm = instantiate_node(cfg.data)
+    dm.set_data_config(ModelAdapter(model).data_config)
+    dm.setup("test")
+    images = torch.stack([dm.dataset("test")[i]["image"] for i in range(N_TEST)])
+    labels = torch.tensor([dm.dataset("test")[i]["label"] for i in range(N_TEST)])
+    with torch.no_grad():
+        preds = model(images).argmax(-1)
+    return preds, labels
+
+
+def test_evaluate_cell_writes_result_overlays_and_wandb_run(compose):
+    cfg = compose("evaluate", [*BASE, "logger=wandb", "name=cell", "metrics=[pxap,insertion,deletion,cost]"])
+    os.environ["WANDB_MODE"] = "offline"
+    result = evaluate_cell(cfg)
+    out = str(cfg.paths.output_dir)
+    on_disk = json.load(open(os.path.join(out, "result.json")))
+    assert on_disk == json.loads(json.dumps(result))
+    assert set(on_disk) == {"cell", "attributor", "metrics", "target", "samples", "evaluated_images", "scalars",
+                            "directions", "curves", "world_size", "overlay_indices", "finished_at"}
+    assert on_disk["evaluated_images"] == N_TEST and on_disk["world_size"] == 1
+    assert on_disk["attributor"] == {"name": "gradcam", "options": {}}
+    assert (on_disk["target"], on_disk["samples"]) == ("label", "all")
+    assert on_disk["cell"]["dataset"] == "synthetic" and re.fullmatch(r"[0-9a-f]{10}", on_disk["cell"]["identity"])
+
+    scalars = on_disk["scalars"]
+    assert set(scalars) == {"accuracy", "pxap/pxap", "insertion/auc", "deletion/auc", TIMING,
+                            "cost/forward_per_image", "cost/backward_per_image"}
+    preds, labels = _predictions(cfg)
+    assert scalars["accuracy"] == pytest.approx(100 * (preds == labels).float().mean().item())
+    # Grad-CAM: one forward and one backward pass per image.
+    assert scalars["cost/forward_per_image"] == 1.0 and scalars["cost/backward_per_image"] == 1.0
+    assert 0 < scalars["pxap/pxap"] <= 100 and 0 <= scalars["insertion/auc"] <= 1
+    assert on_disk["directions"] == {
+        "accuracy": "higher", "pxap/pxap": "higher", "insertion/auc": "higher", "deletion/auc": "lower",
+        TIMING: "lower", "cost/forward_per_image": "lower", "cost/backward_per_image": "lower",
+    }
+    curves = on_disk["curves"]
+    for name in ("insertion", "deletion"):
+        # x: the fraction of pixels changed at each of the 10 steps (whole pixels, so ~i/10).
+        assert curves[f"{name}/curve_x"] == pytest.approx([i / 10 for i in range(11)], abs=1e-3)
+        assert len(curves[f"{name}/curve"]) == 11
+        # The AUC is the trapezoid of the stored mean curve: curves are kept only as aggregates.
+        x, y = (torch.tensor(curves[f"{name}/{k}"], dtype=torch.float64) for k in ("curve_x", "curve"))
+        assert scalars[f"{name}/auc"] == pytest.approx(float(torch.trapezoid(y, x)), abs=1e-4)
+    assert "pxap/pr_curve" in curves
+    # Protocol settings of every metric are recorded.
+    metrics = on_disk["metrics"]
+    assert set(metrics) == {"pxap", "insertion", "deletion", "cost"}
+    assert metrics["insertion"]["steps"] == 10 and metrics["insertion"]["baseline"] == "mean"
+    assert metrics["insertion"]["score"] == "softmax" and metrics["deletion"]["mode"] == "deletion"
+    assert metrics["pxap"]["variant"] == "standard" and metrics["pxap"]["map_normalization"] == "minmax"
+
+    assert on_disk["overlay_indices"] == list(range(8))  # the first num_overlays test images
+    png = open(os.path.join(out, "overlays.png"), "rb").read()
+    assert png.startswith(b"\x89PNG") and len(png) > 10_000
+    runs = glob.glob(os.path.join(out, "wandb", "offline-run-*", "run-*.wandb"))
+    assert len(runs) == 1 and os.path.getsize(runs[0]) > 0 and on_disk["cell"]["identity"] in runs[0]
+
+    # Same identity: read back, not recomputed (the file is untouched).
+    stamp = os.stat(os.path.join(out, "result.json")).st_mtime_ns
+    assert evaluate_cell(cfg) == on_disk
+    assert os.stat(os.path.join(out, "result.json")).st_mtime_ns == stamp
+
+
+def test_target_and_sample_selection(compose):
+    def run(target, samples):
+        cfg = compose("evaluate", [*BASE, "logger=none", f"name={target}-{samples}", f"target={target}",
+                                   f"samples={samples}", "metrics=[energy_pointing_game]"])
+        return evaluate_cell(cfg), cfg
+
+    label_all, cfg = run("label", "all")
+    preds, labels = _predictions(cfg)
+    correct = int((preds == labels).sum())
+    assert 0 < correct < N_TEST, "the untrained model should get some, not all, images right"
+    pred_all, _ = run("prediction", "all")
+    label_correct, _ = run("label", "correct")
+    pred_correct, _ = run("prediction", "correct")
+    label_wrong, _ = run("label", "misclassified")
+
+    assert [r["evaluated_images"] for r in (label_all, pred_all, label_correct, pred_correct, label_wrong)] == \
+        [N_TEST, N_TEST, correct, correct, N_TEST - correct]
+    # Accuracy is always over every image: selection only decides which images are explained.
+    assert len({r["scalars"]["accuracy"] for r in (label_all, label_correct, label_wrong)}) == 1
+    # On correctly classified images the label is the prediction: both targets explain the same class.
+    assert _scalars(label_correct) == _scalars(pred_correct)
+    # Over all images they differ: misclassified images are explained for another class.
+    key = "energy_pointing_game/energy"
+    assert label_all["scalars"][key] != pytest.approx(pred_all["scalars"][key], abs=1e-4)
+    # The per-image mean over all images is the count-weighted mean of the two subsets.
+    mixed = (correct * label_correct["scalars"][key] + (N_TEST - correct) * label_wrong["scalars"][key]) / N_TEST
+    assert label_all["scalars"][key] == pytest.approx(mixed, abs=1e-6)
+
+
+def test_a_nan_map_names_the_dataset_index_of_the_image(cnn):
+    from reproduce.lit.evaluation import AttributionEvaluation
+
+    module = AttributionEvaluation(cnn, "gradcam", metrics={"insertion": {"name": "insertion", "steps": 4}},
+                                   num_overlays=0)
+    original = module.attributor._attribute
+
+    def poisoned(x, target):  # the image whose first pixel is 50 gets a NaN map
+        maps = original(x, target)
+        return torch.where((x[:, 0, 0, 0] == 50)[:, None, None], torch.nan, maps)
+
+    module.attributor._attribute = poisoned
+    g = torch.Generator().manual_seed(0)
+    items = []
+    for i in range(10):
+        image = torch.randn(3, 64, 64, generator=g)
+        if i == 6:
+            image[0, 0, 0] = 50
+        items.append({"image": image, "label": i % 6, "index": 100 + i})
+    trainer = L.Trainer(accelerator="cpu", logger=False, inference_mode=False, enable_progress_bar=False,
+                        enable_model_summary=False, enable_checkpointing=False)
+    with pytest.raises(ReproduceError, match=r"dataset index \[106\] \(test batch 1"):
+        trainer.test(module, dataloaders=DataLoader(items, batch_size=4), verbose=False)
+
+
+# --- separate processes: DDP and kill -9 ------------------------------------------------------
+
+CLI = ["data.options.sizes={train:8,val:8,test:48}", "data.eval_batch_size=8", "checkpoint=null",
+       "logger=none", "metrics=[pxap,insertion,deletion,cost]", "num_overlays=6"]
+
+
+def _evaluate_cmd(root, name, *extra):
+    return [sys.executable, "-m", "reproduce.evaluate", f"paths.root={root}", f"name={name}", *CLI, *extra]
+
+
+def _env():
+    return {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """One uninterrupted single-process evaluation (the CLI, as a user runs it)."""
+    root = tmp_path_factory.mktemp("eval_reference")
+    subprocess.run(_evaluate_cmd(root, "one", "trainer.enable_progress_bar=false"), env=_env(), cwd=root,
+                   check=True, capture_output=True)
+    return root, json.load(open(root / "outputs" / "evaluate" / "one" / "result.json"))
+
+
+@pytest.mark.slow  # ~30 s alone on a quiet machine, 90 s under load: too much for the default tier
+def test_two_process_ddp_equals_one_process(reference, tmp_path):
+    root, one = reference
+    subprocess.run(_evaluate_cmd(tmp_path, "two", "trainer.enable_progress_bar=false", "trainer.accelerator=cpu",
+                                 "trainer.devices=2", "+trainer.strategy=ddp_spawn"),
+                   env=_env(), cwd=tmp_path, check=True, capture_output=True)
+    two = json.load(open(tmp_path / "outputs" / "evaluate" / "two" / "result.json"))
+    assert two["world_size"] == 2 and one["world_size"] == 1
+    assert two["evaluated_images"] == one["evaluated_images"] == 48  # no padding duplicates
+    assert two["cell"]["identity"] == one["cell"]["identity"]  # devices are not part of a cell's identity
+    assert set(two["scalars"]) == set(one["scalars"])
+    for key in _scalars(one):
+        assert two["scalars"][key] == pytest.approx(one["scalars"][key], abs=1e-6), key
+    assert set(two["curves"]) == set(one["curves"])
+    for key, values in one["curves"].items():
+        assert two["curves"][key] == pytest.approx(values, abs=1e-6), key
+    # Overlays: the same first images, gathered from both ranks (each holds every other image).
+    assert two["overlay_indices"] == one["overlay_indices"] == list(range(6))
+    assert os.path.getsize(tmp_path / "outputs" / "evaluate" / "two" / "overlays.png") > 10_000
+
+
+@pytest.mark.slow
+def test_kill_9_during_evaluation_leaves_no_partial_result_and_rerun_equals_uninterrupted(reference, tmp_path):
+    _, one = reference
+    out = tmp_path / "outputs" / "evaluate" / "killed"
+    # The progress bar (Lightning's tqdm writes to stdout) shows the test loop running: kill after
+    # its first batches.
+    proc = subprocess.Popen(_evaluate_cmd(tmp_path, "killed", "trainer.enable_progress_bar=true"), env=_env(),
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    seen = b""
+    deadline = time.time() + 300
+    while proc.poll() is None and time.time() < deadline and not re.search(rb"\b[1-4]/6\b", seen):
+        seen += os.read(proc.stdout.fileno(), 4096)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert re.search(rb"\b[1-4]/6\b", seen), "the evaluation was not caught inside its test loop"
+    assert not (out / "result.json").exists()
+    assert not [p for p in os.listdir(out) if p.startswith(".tmp-")]
+    subprocess.run(_evaluate_cmd(tmp_path, "killed", "trainer.enable_progress_bar=false"), env=_env(), cwd=tmp_path,
+                   check=True, capture_output=True)
+    again = json.load(open(out / "result.json"))
+    assert _scalars(again) == _scalars(one)
+    assert again["curves"] == one["curves"]
+    assert again["evaluated_images"] == one["evaluated_images"]
