@@ -26,6 +26,10 @@ def main(cfg: DictConfig) -> None:
     with reported_errors("reproduce.evaluate"):
         validate_evaluate(cfg)
         result = evaluate_cell(cfg)
+    from lightning.pytorch.utilities import rank_zero_only
+
+    if rank_zero_only.rank != 0:  # under strategy=ddp every rank runs this; one summary is enough
+        return
     print(f"[reproduce.evaluate] {cfg.name}: {result['evaluated_images']} images")
     for key, value in sorted(result["scalars"].items()):
         arrow = {"higher": "(higher is better)", "lower": "(lower is better)"}.get(result["directions"].get(key), "")

@@ -5,7 +5,9 @@ resumes where it stopped), then writes ``results/<name>.csv``, ``results/<name>.
 and logs them to one W&B group (offline by default).
 
 Sharding: ``python -m reproduce.table -m table=table3 shard.count=2 shard.index=0,1
-hydra/launcher=joblib`` evaluates the cells in two processes; then ``... assemble_only=true``.
+hydra/launcher=joblib_local`` evaluates the cells in two processes (or SLURM jobs with
+``hydra/launcher=submitit_slurm``); then ``python -m reproduce.table table=table3 assemble_only=true``
+writes the table from every shard's cells.
 """
 
 from __future__ import annotations
@@ -32,7 +34,11 @@ def main(cfg: DictConfig) -> None:
             run = run_table(cfg.table, root, shard=(int(cfg.shard.index), int(cfg.shard.count)),
                             logger=str(cfg.run_logger), progress_bar=bool(cfg.progress_bar), smoke=bool(cfg.smoke))
             seconds = run.seconds
-        if cfg.assemble:
+        if cfg.assemble and int(cfg.shard.count) > 1:
+            # One shard sees only its own cells: a table from it would be partial.
+            print(f"[reproduce.table] shard {int(cfg.shard.index)}/{int(cfg.shard.count)} done; assemble with "
+                  f"`python -m reproduce.table table={cfg.table.name} assemble_only=true`.")
+        elif cfg.assemble:
             publish(TableSpec.from_config(to_plain(cfg.table)), root, wandb_mode=cfg.wandb_mode, seconds=seconds)
 
 

@@ -184,8 +184,7 @@ def reference(tmp_path_factory):
 @pytest.mark.slow  # ~30 s alone on a quiet machine, 90 s under load: too much for the default tier
 def test_two_process_ddp_equals_one_process(reference, tmp_path):
     root, one = reference
-    subprocess.run(_evaluate_cmd(tmp_path, "two", "trainer.enable_progress_bar=false", "trainer.accelerator=cpu",
-                                 "trainer.devices=2", "+trainer.strategy=ddp_spawn"),
+    subprocess.run(_evaluate_cmd(tmp_path, "two", "trainer=cpu_ddp", "trainer.enable_progress_bar=false"),
                    env=_env(), cwd=tmp_path, check=True, capture_output=True)
     two = json.load(open(tmp_path / "outputs" / "evaluate" / "two" / "result.json"))
     assert two["world_size"] == 2 and one["world_size"] == 1

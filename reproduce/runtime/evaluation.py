@@ -27,7 +27,8 @@ from reproduce.runtime.training import build_logger, job_config
 VOLATILE_KEYS = (
     "paths", "logger", "hydra", "name", "tags", "task", "num_overlays",
     "trainer.devices", "trainer.accelerator", "trainer.strategy", "trainer.num_nodes",
-    "trainer.enable_progress_bar", "data.num_workers", "data.eval_batch_size", "data.options.root",
+    "trainer.enable_progress_bar", "trainer.max_epochs", "trainer.log_every_n_steps",
+    "trainer.enable_model_summary", "trainer.num_sanity_val_steps", "data.num_workers", "data.eval_batch_size", "data.options.root",
 )
 
 
@@ -142,10 +143,9 @@ def evaluate_cell(cfg: DictConfig, callbacks: list | None = None) -> dict[str, A
     os.makedirs(out_dir, exist_ok=True)
     OmegaConf.save(OmegaConf.create(job_config(cfg)), os.path.join(out_dir, "config.yaml"))
     logger = build_logger(cfg, out_dir, run_id=f"eval-{ident}")
-    trainer = L.Trainer(
-        **OmegaConf.to_container(cfg.trainer, resolve=True),
-        logger=logger, enable_checkpointing=False, enable_model_summary=False, callbacks=list(callbacks or []),
-    )
+    settings = {**OmegaConf.to_container(cfg.trainer, resolve=True), "enable_model_summary": False}
+    settings.pop("max_epochs", None)  # a test loop has no epochs (the trainer group is shared with training)
+    trainer = L.Trainer(**settings, logger=logger, enable_checkpointing=False, callbacks=list(callbacks or []))
     trainer.test(module, datamodule=datamodule, verbose=False)
     # Only finish a W&B run this process started: under ddp_spawn it lives in the rank-0 child, and
     # touching ``logger.experiment`` here would open a second, empty run.
