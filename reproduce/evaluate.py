@@ -37,4 +37,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from reproduce.runtime.validation import run_entry_point
+
+    run_entry_point(main, "reproduce.evaluate")

@@ -29,4 +29,6 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    from reproduce.runtime.validation import run_entry_point
+
+    run_entry_point(main, "reproduce.train")

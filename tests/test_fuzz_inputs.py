@@ -533,3 +533,14 @@ def test_entry_points_print_one_clear_error(module, overrides, fragment, tmp_pat
 def test_full_error_env_keeps_the_traceback(tmp_path):
     proc = _run("reproduce.train", ["seed=-1"], tmp_path, HYDRA_FULL_ERROR="1")
     assert proc.returncode != 0 and "Traceback" in proc.stderr and "seed must be" in proc.stderr
+
+
+def test_a_config_file_that_is_not_yaml_is_named_with_its_line(tmp_path):
+    (tmp_path / "conf" / "table").mkdir(parents=True)
+    (tmp_path / "conf" / "table" / "broken.yaml").write_text("name: broken\nprotocol: |\n  fine\n`not yaml`\n")
+    proc = _run("reproduce.table", ["table=broken", f"hydra.searchpath=[file://{tmp_path / 'conf'}]"], tmp_path,
+                HYDRA_FULL_ERROR="")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    first = proc.stderr.splitlines()[0]
+    assert first.startswith("reproduce.table: error:") and "broken.yaml is not valid YAML" in first
+    assert "line 4" in proc.stderr

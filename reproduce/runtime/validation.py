@@ -425,3 +425,38 @@ def reported_errors(prog: str) -> Iterator[None]:
         sys.stderr.write(f"{prog}: error: {err}\n(Set HYDRA_FULL_ERROR=1 to see where it was raised.)\n")
         sys.stderr.flush()
         raise SystemExit(2) from None
+
+
+def check_yaml_files(argv: list[str]) -> None:
+    """Parse every config file the app can load (``conf/`` and ``hydra.searchpath`` folders).
+
+    Hydra reports a YAML syntax error deep inside its loader as a long traceback, before any
+    handler of ours runs; parsing the files first names the file and line instead."""
+    import re
+
+    import yaml
+
+    from reproduce.runtime.paths import CONF_DIR
+
+    folders = [CONF_DIR]
+    for arg in argv:
+        if arg.startswith("hydra.searchpath="):
+            folders += [m for m in re.findall(r"file://([^,\]'\"]+)", arg) if os.path.isdir(m)]
+    for folder in folders:
+        for parent, _, files in os.walk(folder):
+            for name in sorted(files):
+                if not name.endswith((".yaml", ".yml")):
+                    continue
+                path = os.path.join(parent, name)
+                try:
+                    with open(path) as f:
+                        yaml.safe_load(f)
+                except yaml.YAMLError as err:
+                    raise ConfigError(f"{path} is not valid YAML; fix it at the place below.\n{err}") from None
+
+
+def run_entry_point(main: Any, prog: str) -> None:
+    """Run a Hydra main after checking that its config files parse (see :func:`check_yaml_files`)."""
+    with reported_errors(prog):
+        check_yaml_files(sys.argv[1:])
+    main()
