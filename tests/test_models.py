@@ -166,7 +166,8 @@ def test_efficientnet_lite0_is_real_and_offline():
 
     model = create_model("efficientnet_lite0_imagenet")
     cfg = ModelAdapter(model).data_config
-    img = torch.from_numpy(skdata.chelsea()).permute(2, 0, 1).float()[None] / 255
-    x = cfg.normalize(torch.nn.functional.interpolate(img, size=(224, 224), mode="bilinear", antialias=True))
-    with torch.no_grad():
-        assert model(x).argmax().item() == 285  # Egyptian cat
+    for photo, imagenet_class in [(skdata.chelsea(), 285), (skdata.coffee(), 967)]:  # Egyptian cat, espresso
+        img = torch.from_numpy(photo).permute(2, 0, 1).float()[None] / 255
+        x = cfg.normalize(torch.nn.functional.interpolate(img, size=(224, 224), mode="bilinear", antialias=True))
+        with torch.no_grad():
+            assert model(x).argmax().item() == imagenet_class
