@@ -17,8 +17,11 @@ def curves_figure(panels: dict[str, dict[str, tuple[Sequence[float], Sequence[fl
     """One panel per curve kind (e.g. ``insertion``, ``deletion``); each maps a method to
     ``(x, y, auc)``. Methods keep the same colour across panels."""
     kinds = list(panels)
-    fig, axes = plt.subplots(1, len(kinds), figsize=(4.6 * len(kinds), 3.8), squeeze=False)
     methods = list(dict.fromkeys(m for kind in kinds for m in panels[kind]))
+    # Legends go under the panels: inside, a dozen labels would cover the curves they name.
+    columns = 2 if len(methods) > 6 else 1
+    legend_rows = -(-max(len(panels[kind]) for kind in kinds) // columns) if kinds else 0
+    fig, axes = plt.subplots(1, len(kinds), figsize=(4.6 * len(kinds), 3.4 + 0.17 * legend_rows), squeeze=False)
     colours = {m: plt.cm.tab20(i % 20) for i, m in enumerate(methods)}
     for ax, kind in zip(axes[0], kinds):
         for method, (x, y, auc) in panels[kind].items():
@@ -28,7 +31,7 @@ def curves_figure(panels: dict[str, dict[str, tuple[Sequence[float], Sequence[fl
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="best", frameon=False)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=columns, frameon=False)
     if title:
         fig.suptitle(title, fontsize=11)
     fig.tight_layout()
