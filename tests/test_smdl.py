@@ -320,3 +320,12 @@ def test_evidential_training_lowers_uncertainty_and_its_checkpoint_serves_smdl(t
     a = create("smdl", cnn, division="patch", grid=2, confidence_model=str(path))
     a.attribute(images[:1], 0)
     assert a.last_result.terms["confidence"].shape == (1, 3)
+
+
+def test_smoke_config_keeps_the_division_and_prior():
+    from reproduce.attributors import get_class
+
+    options = get_class("smdl").smoke_config({"prior": "rise", "prior_options": {"n_masks": 1000}, "grid": 8, "per_region": 4})
+    assert options["prior"] == "rise" and options.get("division", "prior_patch") == "prior_patch"
+    assert options["prior_options"]["n_masks"] == get_class("rise").smoke_options["n_masks"]
+    assert options["grid"] == 4 and options["per_region"] == 4

@@ -207,6 +207,22 @@ class SMDL(SetGameAttributor):
     smoke_options = {"division": "patch", "grid": 2}
     provides_steps = True  # the evaluator passes the greedy path to "average highest confidence"
 
+    @classmethod
+    def smoke_config(cls, options: dict[str, Any]) -> dict[str, Any]:
+        # A row is defined by its division and prior ("RISE + SMDL"): keep both, shrink the game.
+        division = options.get("division", "prior_patch")
+        if division == "patch":
+            return {**options, "grid": 2}
+        if division == "superpixel":
+            return dict(options)
+        prior = options.get("prior", "hsic")
+        fast = {"grid": 4, "per_region": 4}
+        if isinstance(prior, str):
+            from reproduce.attributors.registry import get_class
+
+            fast["prior_options"] = {**(options.get("prior_options") or {}), **get_class(prior).smoke_options}
+        return {**options, **fast}
+
     def __init__(
         self,
         model: nn.Module,
