@@ -224,3 +224,24 @@ def test_kill_9_during_evaluation_leaves_no_partial_result_and_rerun_equals_unin
     assert _scalars(again) == _scalars(one)
     assert again["curves"] == one["curves"]
     assert again["evaluated_images"] == one["evaluated_images"]
+
+
+def test_reference_models_give_a_stability_side_by_side(compose, tmp_path):
+    from omegaconf import OmegaConf
+
+    from reproduce.models import create_model
+
+    torch.manual_seed(1)  # another initialisation: a "re-trained" model B
+    path = tmp_path / "b.pt"
+    model_b = create_model("resnet10t_os16", num_classes=6, img_size=64)
+    # the layout `python -m reproduce.train` writes: the model spec plus "model."-prefixed weights
+    torch.save({"hyper_parameters": {"model": {"name": "resnet10t_os16", "num_classes": 6, "img_size": 64}},
+                "state_dict": {f"model.{k}": v for k, v in model_b.state_dict().items()}}, path)
+    cfg = compose("evaluate", [*BASE, "logger=none", "name=stability"])
+    OmegaConf.set_struct(cfg, False)
+    cfg.reference_checkpoints = {"b": str(path)}
+    cfg.metrics = {"ssim": {"name": "ssim_stability", "other": "@b"}}
+    result = evaluate_cell(cfg)
+    assert 0 <= result["scalars"]["ssim/ssim"] <= 100
+    figure = os.path.join(str(cfg.paths.output_dir), "stability.png")
+    assert os.path.getsize(figure) > 10_000  # a 4 x 2 grid of overlays, not an empty canvas

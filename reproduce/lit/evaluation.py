@@ -192,10 +192,14 @@ class AttributionEvaluation(L.LightningModule):
         if len(self._overlays) < self.num_overlays:
             take = min(self.num_overlays - len(self._overlays), len(rows))
             denormalize = ModelAdapter(self.explained).data_config.denormalize
+            # Stability side-by-side: the same images explained by each reference model.
+            references = [self.explain(images[:take], targets[:take], model=m).detach().cpu()
+                          for m in self.references.values()]
             for i in range(take):
                 self._overlays.append({
                     "image": denormalize(images[i]).clamp(0, 1).detach().cpu(),
                     "map": maps[i].detach().cpu(),
+                    "references": torch.stack([r[i] for r in references]) if references else None,
                     "mask": ab.masks[i].cpu() if ab.masks is not None else None,
                     "label": int(labels[i]),
                     "index": int(indices[i]),
@@ -215,17 +219,21 @@ class AttributionEvaluation(L.LightningModule):
         n = self.num_overlays
         image = torch.zeros(n, c, h, w, device=self.device)
         amap = torch.zeros(n, h, w, device=self.device)
+        refs = torch.zeros(n, len(self.references), h, w, device=self.device)
         mask = torch.zeros(n, h, w, device=self.device)
         meta = torch.full((n, 4), -1, dtype=torch.long, device=self.device)  # valid, index, label, has_mask
         for i, o in enumerate(self._overlays):
             image[i], amap[i] = o["image"], o["map"]
+            if o["references"] is not None:
+                refs[i] = o["references"]
             if o["mask"] is not None:
                 mask[i] = o["mask"].float()
             meta[i] = torch.tensor([1, o["index"], o["label"], int(o["mask"] is not None)])
-        image, amap, mask, meta = (self.all_gather(t).flatten(0, 1).cpu() for t in (image, amap, mask, meta))
+        image, amap, refs, mask, meta = (self.all_gather(t).flatten(0, 1).cpu() for t in (image, amap, refs, mask, meta))
         valid = (meta[:, 0] == 1).nonzero().flatten()
         order = valid[meta[valid, 1].argsort()][:n]
-        return [{"image": image[i], "map": amap[i], "mask": mask[i].bool() if meta[i, 3] == 1 else None,
+        return [{"image": image[i], "map": amap[i], "references": refs[i] if self.references else None,
+                 "mask": mask[i].bool() if meta[i, 3] == 1 else None,
                  "label": int(meta[i, 2]), "index": int(meta[i, 1])} for i in order.tolist()]
 
     # --- results -----------------------------------------------------------------------------
@@ -270,12 +278,15 @@ class AttributionEvaluation(L.LightningModule):
 
     def _log_result(self, scalars: dict[str, float], curves: dict[str, list[float]],
                     overlays: list[dict[str, Any]]) -> None:
-        from reproduce.viz.overlays import overlay_grid
+        from reproduce.viz.overlays import overlay_grid, stability_grid
 
-        figure_path = None
+        figure_path = stability_path = None
         if overlays and self.result_path:
             figure_path = os.path.join(os.path.dirname(self.result_path), "overlays.png")
             overlay_grid(overlays, title=f"{self.attributor_name}", path=figure_path)
+            if self.references:
+                stability_path = os.path.join(os.path.dirname(self.result_path), "stability.png")
+                stability_grid(overlays, ["explained", *self.references], title=self.attributor_name, path=stability_path)
         for logger in self.loggers:
             logger.log_metrics({f"eval/{k}": v for k, v in scalars.items()})
             if type(logger).__name__ == "WandbLogger":
@@ -286,3 +297,5 @@ class AttributionEvaluation(L.LightningModule):
                     logger.log_table(key=f"curves/{key}", columns=["x", "y"], data=[list(p) for p in zip(xs, values)])
                 if figure_path:
                     logger.log_image(key="overlays", images=[figure_path])
+                if stability_path:
+                    logger.log_image(key="stability", images=[stability_path])

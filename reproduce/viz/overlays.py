@@ -64,3 +64,23 @@ def overlay_grid(items: Sequence[dict[str, Any]], title: str, path: str, columns
         bar = fig.colorbar(handle, ax=axes.ravel().tolist(), fraction=0.03, pad=0.02, label="attribution (min-max per map)")
         bar.solids.set_alpha(1)
     return save_figure(fig, path)
+
+
+def stability_grid(items: Sequence[dict[str, Any]], models: Sequence[str], title: str, path: str,
+                   max_images: int = 4) -> str:
+    """Stability side by side: one row per image, one column per model (``map`` then each of
+    ``references``), so maps of re-trained models can be compared by eye."""
+    items = list(items)[:max_images]
+    rows, cols = len(items), len(models)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols + 0.6, 2.2 * rows + 0.4), squeeze=False)
+    handle = None
+    for r, item in enumerate(items):
+        maps = [item["map"], *(item["references"] if item.get("references") is not None else [])]
+        for c, (name, amap) in enumerate(zip(models, maps)):
+            handle = draw_overlay(axes[r, c], item["image"], amap, item.get("mask"), title=name if r == 0 else None)
+        axes[r, 0].set_ylabel(f"class {item.get('label')}", fontsize=8)
+    fig.suptitle(f"{title}: the same images explained by each model (white: ground truth)", fontsize=10)
+    if handle is not None:
+        bar = fig.colorbar(handle, ax=axes.ravel().tolist(), fraction=0.03, pad=0.02, label="attribution (min-max per map)")
+        bar.solids.set_alpha(1)
+    return save_figure(fig, path)
