@@ -12,44 +12,25 @@ discovery imports them after the package's own modules, so their ``@register`` c
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import inspect
 import os
-import pkgutil
 from typing import Any
 
 from torch import nn
 
 from reproduce.errors import InputError
+from reproduce.registry import Registry
 
-_REGISTRY: dict[str, type] = {}
-_DISCOVERED = False
 PLUGINS_ENV = "REPRODUCE_PLUGINS"
 
 
-def register(name: str):
-    """Class decorator: make ``cls`` available as ``create(name, model, ...)``."""
-
-    def wrap(cls: type) -> type:
-        if name in _REGISTRY and _REGISTRY[name] is not cls:
-            raise InputError(f"Attributor name {name!r} is already registered by {_REGISTRY[name].__name__}.")
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return wrap
+def plugin_modules() -> list[str]:
+    """Module names listed in ``$REPRODUCE_PLUGINS`` (comma-separated; blanks ignored)."""
+    return [m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(",") if m.strip()]
 
 
-def _discover() -> None:
-    global _DISCOVERED
-    if _DISCOVERED:
-        return
-    import reproduce.attributors as package
-
-    for info in pkgutil.walk_packages(package.__path__, prefix=f"{package.__name__}."):
-        if not info.name.rsplit(".", 1)[-1].startswith("_"):
-            importlib.import_module(info.name)
+def _import_plugins() -> None:
     for module in plugin_modules():
         try:
             importlib.import_module(module)
@@ -59,27 +40,19 @@ def _discover() -> None:
                 f"({type(err).__name__}: {err}). Put the folder holding {module.replace('.', '/')}.py on "
                 f"PYTHONPATH (or install its package), fix the error, or remove it from {PLUGINS_ENV}."
             ) from err
-    _DISCOVERED = True
 
 
-def plugin_modules() -> list[str]:
-    """Module names listed in ``$REPRODUCE_PLUGINS`` (comma-separated; blanks ignored)."""
-    return [m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(",") if m.strip()]
+ATTRIBUTORS = Registry("attributor", "reproduce.attributors", InputError, import_extra=_import_plugins)
+register = ATTRIBUTORS.register  # @register("name") on a class: create(name, model, ...) builds it
 
 
 def available() -> list[str]:
     """Registered method names."""
-    _discover()
-    return sorted(_REGISTRY)
+    return ATTRIBUTORS.names()
 
 
 def get_class(name: str) -> type:
-    _discover()
-    if name not in _REGISTRY:
-        close = difflib.get_close_matches(str(name), list(_REGISTRY), n=3)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise InputError(f"Unknown attributor {name!r}.{hint} Available: {', '.join(sorted(_REGISTRY))}.")
-    return _REGISTRY[name]
+    return ATTRIBUTORS.get(name)
 
 
 def accepted_options(cls: type) -> set[str]:

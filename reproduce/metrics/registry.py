@@ -6,58 +6,25 @@ A new metric is one module in ``reproduce/metrics/`` with a class decorated by
 
 from __future__ import annotations
 
-import difflib
-import importlib
 import inspect
-import pkgutil
 from typing import Any
 
 from torch import nn
 
 from reproduce.errors import ConfigError
+from reproduce.registry import Registry
 
-_REGISTRY: dict[str, type] = {}
-_DISCOVERED = False
-
-
-def register_metric(name: str):
-    """Class decorator: make ``cls`` available as ``create_metric(name, model, ...)``."""
-
-    def wrap(cls: type) -> type:
-        if name in _REGISTRY and _REGISTRY[name] is not cls:
-            raise ConfigError(f"Metric name {name!r} is already registered by {_REGISTRY[name].__name__}.")
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return wrap
-
-
-def _discover() -> None:
-    global _DISCOVERED
-    if _DISCOVERED:
-        return
-    import reproduce.metrics as package
-
-    for info in pkgutil.iter_modules(package.__path__, prefix=f"{package.__name__}."):
-        if not info.name.rsplit(".", 1)[-1].startswith("_"):
-            importlib.import_module(info.name)
-    _DISCOVERED = True
+METRICS = Registry("metric", "reproduce.metrics", ConfigError)
+register_metric = METRICS.register  # @register_metric("name") on a class: create_metric(name, model, ...)
 
 
 def available_metrics() -> list[str]:
     """Registered metric names."""
-    _discover()
-    return sorted(_REGISTRY)
+    return METRICS.names()
 
 
 def metric_class(name: str) -> type:
-    _discover()
-    if name not in _REGISTRY:
-        close = difflib.get_close_matches(str(name), list(_REGISTRY), n=3)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise ConfigError(f"Unknown metric {name!r}.{hint} Available: {', '.join(sorted(_REGISTRY))}.")
-    return _REGISTRY[name]
+    return METRICS.get(name)
 
 
 def metric_options(cls: type) -> list[str]:
