@@ -26,7 +26,8 @@ from reproduce.data import create_dataset
 from reproduce.errors import ConfigError, DataError, InputError, ReproduceError
 from reproduce.metrics import AttributionBatch, create_metric
 from reproduce.models import create_model
-from reproduce.models.checkpoint import load_model, load_weights, read_checkpoint
+from reproduce.models.checkpoint import load_weights, read_checkpoint
+from reproduce.models.factory import load_model
 from reproduce.models.loading import load_any
 from reproduce.runtime.validation import check_target, validate_evaluate, validate_table, validate_train
 
@@ -359,7 +360,7 @@ TRAIN_CASES = [
     (["+trainer.max_steps=0"], "trainer.max_steps must be a positive integer"),
     (["+trainer.max_epoch=3"], "trainer.max_epoch is not a Lightning Trainer argument.*Did you mean max_epochs"),
     (["trainer.devices=0"], "trainer.devices must be"),
-    (["trainer.accelerator=gpuu"], "trainer.accelerator='gpuu' is not one of"),
+    (["trainer.accelerator=gpuu"], "trainer.accelerator must be one of"),
     (["trainer.log_every_n_steps=0"], "trainer.log_every_n_steps must be"),
     (["data.batch_size=0"], "data.batch_size must be a positive integer"),
     (["data.batch_size=-8"], "data.batch_size must be a positive integer"),
@@ -405,7 +406,7 @@ EVALUATE_CASES = [
     (["+metrics.insertion.bogus=1"], "metrics.insertion.bogus: metric 'insertion' has no such option"),
     (["+metrics.pxap.bins=0"], "metrics.pxap.bins must be"),
     (["target=labels"], "Did you mean label"),
-    (["samples=some"], "samples='some' is not one of"),
+    (["samples=some"], "samples must be one of"),
     (["num_overlays=-1"], "num_overlays must be"),
     (["seed=-4"], "seed must be"),
     (["checkpoint=/nonexistent.ckpt"], "does not exist: train it first"),
@@ -422,7 +423,7 @@ TABLE_CASES = [
     (["shard.index=-1"], "shard.index must be"),
     (["shard.index=2", "shard.count=2"], r"shard.index must be in \[0, shard.count\)"),
     (["run_logger=wandbb"], "Did you mean wandb"),
-    (["wandb_mode=on"], "wandb_mode='on' is not one of"),
+    (["wandb_mode=on"], "wandb_mode must be one of"),
     (["smoke=maybe"], "smoke must be true or false"),
     (["table.rows=[]"], "non-empty `rows`"),
     (["table.name=''"], "non-empty `name`"),

@@ -12,7 +12,6 @@ Stored notebooks carry no outputs (small diffs, no stale results): clear them wi
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 

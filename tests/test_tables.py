@@ -8,7 +8,7 @@ import os
 import pytest
 
 from reproduce.errors import ConfigError
-from reproduce.runtime.atomic import atomic_write_json
+from reproduce.atomic import atomic_write_json
 from reproduce.runtime.config_hash import to_plain
 from reproduce.runtime.paths import CONF_DIR
 from reproduce.runtime.table_assembly import assemble, cell_result_path

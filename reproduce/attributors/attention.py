@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from reproduce.checks import check_choice
 from reproduce.attributors.base import Attributor
 from reproduce.attributors.cam import check_upsample, upsample_maps
 from reproduce.attributors.registry import register
@@ -91,8 +92,7 @@ class AttentionRollout(Attributor):
                 f"{type(model).__name__} has no class token, and attention rollout reads the "
                 "class token's row; use a ViT with a class token or a CAM/perturbation method."
             )
-        if head_fusion not in HEAD_FUSIONS:
-            raise InputError(f"head_fusion must be one of {HEAD_FUSIONS}, got {head_fusion!r}.")
+        check_choice("head_fusion", head_fusion, HEAD_FUSIONS, error=InputError)
         if not 0.0 <= float(discard_ratio) < 1.0:
             raise InputError(f"discard_ratio must be in [0, 1), got {discard_ratio!r}.")
         self.head_fusion = head_fusion

@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from reproduce.checks import check_choice
 from reproduce.errors import InputError, ReproduceError
 from reproduce.models import ModelAdapter, count_passes, inference_state, record_backward
 
@@ -118,8 +119,7 @@ class Attributor:
         return {**options, **cls.smoke_options}
 
     def __init__(self, model: nn.Module, normalize: str | None = None):
-        if normalize not in NORMALIZE_CHOICES:
-            raise InputError(f"normalize must be one of {NORMALIZE_CHOICES}, got {normalize!r}.")
+        check_choice("normalize", normalize, NORMALIZE_CHOICES, error=InputError)
         self.model = model
         self.adapter = ModelAdapter(model)
         self.normalize = normalize

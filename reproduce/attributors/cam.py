@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from reproduce.checks import check_choice
 from reproduce.attributors.base import Attributor
 from reproduce.attributors.registry import register
 from reproduce.errors import InputError
@@ -33,8 +34,7 @@ UPSAMPLE_MODES = ("bilinear", "bicubic", "nearest")
 
 
 def check_upsample(mode: str) -> str:
-    if mode not in UPSAMPLE_MODES:
-        raise InputError(f"upsample must be one of {UPSAMPLE_MODES}, got {mode!r}.")
+    check_choice("upsample", mode, UPSAMPLE_MODES, error=InputError)
     return mode
 
 

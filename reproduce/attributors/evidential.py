@@ -25,6 +25,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from reproduce.checks import choice_error
 from reproduce.errors import InputError
 
 EVIDENCE = ("exp", "relu", "softplus")
@@ -39,7 +40,7 @@ def evidence_from_logits(logits: torch.Tensor, evidence: str = "exp", scale: flo
         return F.relu(z)
     if evidence == "softplus":
         return F.softplus(z)
-    raise InputError(f"evidence must be one of {EVIDENCE}, got {evidence!r}.")
+    raise choice_error("evidence", evidence, EVIDENCE, error=InputError)
 
 
 def evidential_uncertainty(logits: torch.Tensor, scale: float = 1.0, evidence: str = "exp") -> torch.Tensor:

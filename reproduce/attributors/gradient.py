@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from reproduce.checks import check_choice, choice_error
 from reproduce.attributors.base import Attributor
 from reproduce.attributors.registry import register
 from reproduce.errors import InputError
@@ -48,7 +49,7 @@ def reduce_channels(attribution: torch.Tensor, how: str) -> torch.Tensor:
         return attribution.amax(-3)
     if how == "l2":
         return attribution.norm(dim=-3)
-    raise InputError(f"channel_reduction must be one of {CHANNEL_REDUCTIONS}, got {how!r}.")
+    raise choice_error("channel_reduction", how, CHANNEL_REDUCTIONS, error=InputError)
 
 
 class GradientAttributor(Attributor):
@@ -62,8 +63,7 @@ class GradientAttributor(Attributor):
         super().__init__(model, normalize=normalize)
         if not isinstance(abs, bool):
             raise InputError(f"abs must be True or False, got {abs!r}.")
-        if channel_reduction not in CHANNEL_REDUCTIONS:
-            raise InputError(f"channel_reduction must be one of {CHANNEL_REDUCTIONS}, got {channel_reduction!r}.")
+        check_choice("channel_reduction", channel_reduction, CHANNEL_REDUCTIONS, error=InputError)
         self.abs = abs
         self.channel_reduction = channel_reduction
 
@@ -181,17 +181,16 @@ class IntegratedGradients(GradientAttributor):
         normalize: str | None = None,
     ):
         super().__init__(model, abs=abs, channel_reduction=channel_reduction, normalize=normalize)
-        if method not in INTEGRATION_METHODS:
-            raise InputError(f"method must be one of {INTEGRATION_METHODS}, got {method!r}.")
+        check_choice("method", method, INTEGRATION_METHODS, error=InputError)
         least = 1 if method == "gausslegendre" else 2
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < least:
             raise InputError(f"steps must be an integer >= {least} for method {method!r}, got {steps!r}.")
         if isinstance(internal_batch_size, bool) or not isinstance(internal_batch_size, int) or internal_batch_size < 1:
             raise InputError(f"internal_batch_size must be a positive integer, got {internal_batch_size!r}.")
         if isinstance(baseline, str) and baseline not in BASELINE_NAMES:
-            raise InputError(f"baseline must be one of {BASELINE_NAMES}, a number or a tensor, got {baseline!r}.")
+            raise choice_error("baseline", baseline, BASELINE_NAMES, also="a number or a tensor", error=InputError)
         if not isinstance(baseline, (str, float, int, torch.Tensor)) or isinstance(baseline, bool):
-            raise InputError(f"baseline must be one of {BASELINE_NAMES}, a number or a tensor, got {type(baseline).__name__}.")
+            raise choice_error("baseline", type(baseline).__name__, BASELINE_NAMES, also="a number or a tensor", error=InputError)
         self.baseline = baseline
         self.steps = steps
         self.method = method

@@ -37,9 +37,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from reproduce.checks import choice_error, positive_int
 from reproduce.attributors.base import Attributor
 from reproduce.attributors.cam import check_upsample, upsample_maps
-from reproduce.attributors.perturbation import check_output, masked_target_outputs, positive_int
+from reproduce.attributors.perturbation import check_output, masked_target_outputs
 from reproduce.attributors.registry import register
 from reproduce.errors import InputError
 from reproduce.models import FillMasker
@@ -59,7 +60,7 @@ def binary_design(num_cells: int, nb_design: int, sampler: str = "sobol", seed: 
     elif sampler == "lhs":
         points = qmc.LatinHypercube(num_cells, seed=seed).random(nb_design)
     else:
-        raise InputError(f"sampler must be one of {SAMPLERS}, got {sampler!r}.")
+        raise choice_error("sampler", sampler, SAMPLERS, error=InputError)
     return torch.from_numpy(np.round(points).astype(np.float32))
 
 
@@ -114,8 +115,8 @@ class HSICAttribution(Attributor):
         normalize: str | None = None,
     ):
         super().__init__(model, normalize=normalize)
-        self.grid_size = positive_int(grid_size, "grid_size")
-        self.nb_design = positive_int(nb_design, "nb_design")
+        self.grid_size = positive_int("grid_size", grid_size, error=InputError)
+        self.nb_design = positive_int("nb_design", nb_design, error=InputError)
         if self.nb_design < 2:
             raise InputError("nb_design must be at least 2 to estimate a dependence.")
         if isinstance(seed, bool) or not isinstance(seed, int):
@@ -124,7 +125,7 @@ class HSICAttribution(Attributor):
         self.seed = seed
         self.output = check_output(output)
         self.upsample = check_upsample(upsample)
-        self.batch_size = positive_int(batch_size, "batch_size")
+        self.batch_size = positive_int("batch_size", batch_size, error=InputError)
         self.masker = FillMasker(model, fill=fill, max_batch=self.batch_size)
         self.design = binary_design(self.grid_size**2, self.nb_design, sampler, seed)  # [n, g*g], row-major cells
 

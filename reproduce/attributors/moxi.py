@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import torch
 
+from reproduce.checks import check_choice
+from reproduce.errors import InputError
 from reproduce.attributors.registry import register
 from reproduce.attributors.setgame import (
     Game,
@@ -31,7 +33,6 @@ from reproduce.attributors.setgame import (
     greedy_select,
     rank_scores,
 )
-from reproduce.errors import InputError
 from reproduce.models import Partition
 
 MODES = ("insertion", "deletion")
@@ -62,8 +63,7 @@ def moxi_minus(game: Game, mode: str = "insertion") -> tuple[torch.Tensor, torch
 
 
 def check_mode(mode: str) -> None:
-    if mode not in MODES:
-        raise InputError(f"mode must be one of {MODES}, got {mode!r}.")
+    check_choice("mode", mode, MODES, error=InputError)
 
 
 class _MoXIGreedy(SetGameAttributor):

@@ -20,12 +20,13 @@ the batch, ``batch_size`` or the device (the draw is made on the CPU and moved).
 
 from __future__ import annotations
 
-from typing import Callable, ClassVar
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
+from reproduce.checks import positive_int
 from reproduce.attributors.base import Attributor
 from reproduce.attributors.gradient import GradientAttributor
 from reproduce.attributors.registry import available, create, get_class, register
@@ -33,12 +34,6 @@ from reproduce.errors import InputError
 
 # signed attributions of the noisy copies [B, m, C, H, W] -> per-copy maps [B, m, C, H, W] or [B, m, H, W]
 SampleTransform = Callable[[torch.Tensor], torch.Tensor]
-
-
-def _positive_int(name: str, value, least: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < least:
-        raise InputError(f"{name} must be an integer >= {least}, got {value!r}.")
-    return value
 
 
 def copy_seed(seed: int, copy: int) -> int:
@@ -91,14 +86,14 @@ class SmoothGrad(Attributor):
                 f"{self.name} needs a gradient attributor as base, got {base!r}; use one of {gradient_attributors()}."
             )
         self.base: GradientAttributor = create(base, model, **base_options)
-        self.n_samples = _positive_int("n_samples", n_samples)
+        self.n_samples = positive_int("n_samples", n_samples, error=InputError)
         if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not 0 <= sigma < float("inf"):
             raise InputError(f"sigma must be a non-negative fraction of the image range (e.g. 0.15), got {sigma!r}.")
         self.sigma = float(sigma)
         if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**31:
             raise InputError(f"seed must be an integer in [0, 2**31), got {seed!r}.")
         self.seed = seed
-        self.batch_size = _positive_int("batch_size", batch_size)
+        self.batch_size = positive_int("batch_size", batch_size, error=InputError)
 
     def noise(self, x: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
         """The perturbations of copies ``start..stop-1``: ``[B, stop - start, C, H, W]``."""
@@ -166,20 +161,8 @@ class SparsifiedSmoothGrad(SmoothGrad):
 
     smoke_options: ClassVar[dict] = {"n_samples": 4}
 
-    def __init__(
-        self,
-        model: nn.Module,
-        base: str = "saliency",
-        base_options: dict | None = None,
-        n_samples: int = 50,
-        sigma: float = 0.1,
-        seed: int = 0,
-        batch_size: int = 64,
-        tau: float = 0.1,
-        saturate: float = 0.01,
-        normalize: str | None = None,
-    ):
-        super().__init__(model, base, base_options, n_samples, sigma, seed, batch_size, normalize)
+    def __init__(self, model: nn.Module, sigma: float = 0.1, tau: float = 0.1, saturate: float = 0.01, **kwargs: Any):
+        super().__init__(model, sigma=sigma, **kwargs)
         for name, value in (("tau", tau), ("saturate", saturate)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
                 raise InputError(f"{name} must be a fraction in (0, 1], got {value!r}.")

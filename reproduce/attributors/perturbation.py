@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from reproduce.checks import check_choice, positive_int
 from reproduce.attributors.base import Attributor
 from reproduce.attributors.registry import register
 from reproduce.errors import InputError
@@ -26,15 +27,8 @@ OUTPUTS = ("logit", "probability")
 
 
 def check_output(output: str) -> str:
-    if output not in OUTPUTS:
-        raise InputError(f"output must be one of {OUTPUTS}, got {output!r}.")
+    check_choice("output", output, OUTPUTS, error=InputError)
     return output
-
-
-def positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InputError(f"{name} must be a positive integer, got {value!r}.")
-    return value
 
 
 def target_output(logits: torch.Tensor, target: torch.Tensor, output: str) -> torch.Tensor:
@@ -73,7 +67,7 @@ def _pair(value, name: str) -> tuple[int, int]:
     pair = (value, value) if isinstance(value, int) and not isinstance(value, bool) else tuple(value)
     if len(pair) != 2:
         raise InputError(f"{name} must be an int or a pair (height, width), got {value!r}.")
-    return positive_int(pair[0], name), positive_int(pair[1], name)
+    return positive_int(name, pair[0], error=InputError), positive_int(name, pair[1], error=InputError)
 
 
 def window_starts(size: int, window: int, stride: int) -> torch.Tensor:
@@ -122,7 +116,7 @@ class Occlusion(Attributor):
                 "would never be occluded. Use a stride at most the window size."
             )
         self.output = check_output(output)
-        self.batch_size = positive_int(batch_size, "batch_size")
+        self.batch_size = positive_int("batch_size", batch_size, error=InputError)
         self.masker = FillMasker(model, fill=fill, max_batch=self.batch_size)
 
     def _attribute(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -193,8 +187,8 @@ class RISE(Attributor):
         normalize: str | None = None,
     ):
         super().__init__(model, normalize=normalize)
-        self.n_masks = positive_int(n_masks, "n_masks")
-        self.grid_size = positive_int(grid_size, "grid_size")
+        self.n_masks = positive_int("n_masks", n_masks, error=InputError)
+        self.grid_size = positive_int("grid_size", grid_size, error=InputError)
         if not 0.0 < float(p1) <= 1.0:
             raise InputError(f"p1 (probability of keeping a cell) must be in (0, 1], got {p1!r}.")
         self.p1 = float(p1)
@@ -202,7 +196,7 @@ class RISE(Attributor):
             raise InputError(f"seed must be an integer, got {seed!r}.")
         self.seed = seed
         self.output = check_output(output)
-        self.batch_size = positive_int(batch_size, "batch_size")
+        self.batch_size = positive_int("batch_size", batch_size, error=InputError)
         self.masker = FillMasker(model, fill=fill, max_batch=self.batch_size)
         self._designs: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
 

@@ -13,7 +13,6 @@ discovery imports them after the package's own modules, so their ``@register`` c
 from __future__ import annotations
 
 import importlib
-import inspect
 import os
 from typing import Any
 
@@ -42,7 +41,7 @@ def _import_plugins() -> None:
             ) from err
 
 
-ATTRIBUTORS = Registry("attributor", "reproduce.attributors", InputError, import_extra=_import_plugins)
+ATTRIBUTORS = Registry("attributor", "reproduce.attributors", InputError, import_extra=_import_plugins, positional=1)
 register = ATTRIBUTORS.register  # @register("name") on a class: create(name, model, ...) builds it
 
 
@@ -55,27 +54,6 @@ def get_class(name: str) -> type:
     return ATTRIBUTORS.get(name)
 
 
-def accepted_options(cls: type) -> set[str]:
-    """Keyword options ``cls`` accepts: its constructor's, plus its parents' while it forwards **kwargs."""
-    names: set[str] = set()
-    for klass in cls.__mro__:
-        init = klass.__dict__.get("__init__")
-        if init is None or klass is object:
-            continue
-        params = list(inspect.signature(init).parameters.values())[2:]  # self, model
-        names.update(p.name for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL))
-        if not any(p.kind is p.VAR_KEYWORD for p in params):
-            break
-    return names
-
-
 def create(name: str, model: nn.Module, **options: Any):
     """Build the attributor registered as ``name`` for ``model``; unknown options are an error."""
-    cls = get_class(name)
-    allowed = accepted_options(cls)
-    unknown = sorted(set(options) - allowed)
-    if unknown:
-        raise InputError(
-            f"Attributor {name!r} has no option(s) {unknown}; it accepts {sorted(allowed)}."
-        )
-    return cls(model, **options)
+    return ATTRIBUTORS.create(name, model, **options)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import torch
 
+from reproduce.checks import check_choice
 from reproduce.attributors.registry import register
 from reproduce.attributors.setgame import Game, SetGameAttributor, SetGameResult
 from reproduce.errors import InputError
@@ -54,8 +55,7 @@ SIZE_SCHEMES = ("moxi", "shapley")
 def shapley_draws(num_players: int, n_rounds: int, seed: int, sizes: str = "moxi") -> tuple[torch.Tensor, torch.Tensor]:
     """The random subsets of :func:`sampled_shapley`: ``without[R, n, n]`` (row i = S for player i,
     never containing i) and the subset size of each round ``[R]``; reproducible from ``seed``."""
-    if sizes not in SIZE_SCHEMES:
-        raise InputError(f"sizes must be one of {SIZE_SCHEMES}, got {sizes!r}.")
+    check_choice("sizes", sizes, SIZE_SCHEMES, error=InputError)
     n = num_players
     gen = torch.Generator().manual_seed(int(seed))
     ratio = torch.rand(n_rounds, generator=gen)
@@ -112,8 +112,7 @@ class ShapleySampling(_ShapleyAttributor):
 
     def __init__(self, model, n_rounds: int = 200, seed: int = 0, sizes: str = "moxi", **options):
         super().__init__(model, **options)
-        if sizes not in SIZE_SCHEMES:
-            raise InputError(f"sizes must be one of {SIZE_SCHEMES}, got {sizes!r}.")
+        check_choice("sizes", sizes, SIZE_SCHEMES, error=InputError)
         self.sizes = sizes
         if isinstance(n_rounds, bool) or not isinstance(n_rounds, int) or n_rounds < 1:
             raise InputError(f"n_rounds must be a positive integer, got {n_rounds!r}.")

@@ -61,6 +61,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from reproduce.checks import check_choice
 from reproduce.attributors.base import Attributor
 from reproduce.attributors.evidential import evidential_uncertainty
 from reproduce.attributors.registry import create, register
@@ -244,10 +245,8 @@ class SMDL(SetGameAttributor):
         normalize: str | None = None,
     ):
         super().__init__(model, masker="fill", fill=fill, max_batch=max_batch, normalize=normalize)
-        if division not in DIVISIONS:
-            raise ConfigError(f"division must be one of {DIVISIONS}, got {division!r}.")
-        if score_head not in SCORE_HEADS:
-            raise ConfigError(f"score_head must be one of {SCORE_HEADS}, got {score_head!r}.")
+        check_choice("division", division, DIVISIONS)
+        check_choice("score_head", score_head, SCORE_HEADS)
         for name, value in (("grid", grid), ("per_region", per_region)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}.")

@@ -33,6 +33,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from reproduce.checks import check_choice
 from reproduce.attributors.base import Attributor
 from reproduce.attributors.gradient import GradientAttributor
 from reproduce.attributors.noise_tunnel import SmoothGrad
@@ -53,8 +54,7 @@ def group_maps(maps: torch.Tensor, labels: torch.Tensor, reduce: str = "sum") ->
     Returns:
         a tensor like ``maps``, constant on every segment.
     """
-    if reduce not in REDUCE_CHOICES:
-        raise InputError(f"reduce must be one of {REDUCE_CHOICES}, got {reduce!r}.")
+    check_choice("reduce", reduce, REDUCE_CHOICES, error=InputError)
     b, h, w = labels.shape
     flat = maps.reshape(b, -1, h * w)
     index = labels.reshape(b, 1, h * w).expand_as(flat)
@@ -111,8 +111,7 @@ class SuperPixel(Attributor):
             raise InputError("superpixel cannot wrap itself; choose a pixel-level base method.")
         if "normalize" in base_options:
             raise InputError("Set normalize on superpixel itself, not in base_options: grouping needs the raw map.")
-        if reduce not in REDUCE_CHOICES:
-            raise InputError(f"reduce must be one of {REDUCE_CHOICES}, got {reduce!r}.")
+        check_choice("reduce", reduce, REDUCE_CHOICES, error=InputError)
         self.base: Attributor = create(base, model, **base_options)
         self.segmenter = Segmenter(segmenter, segmenter_options, cache)
         self.reduce = reduce

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from reproduce.runtime.atomic import atomic_write_text
+from reproduce.atomic import atomic_write_text
 
 
 def machine() -> dict[str, Any]:

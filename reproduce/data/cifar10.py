@@ -29,7 +29,8 @@ import numpy as np
 from PIL import Image
 
 from reproduce.data.base import ImageDataset
-from reproduce.data.image_folder import Resize, check_choice, layout_error, require_root
+from reproduce.checks import check_choice
+from reproduce.data.image_folder import Resize, layout_error, require_root
 from reproduce.data.registry import register_dataset
 from reproduce.errors import ConfigError, DataError
 from reproduce.models.data_config import DataConfig

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, UnidentifiedImageError
 
+from reproduce.checks import check_choice
 from reproduce.errors import ConfigError, DataError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -54,12 +55,6 @@ def check_image_size(image_size: object) -> int:
     if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
         raise ConfigError(f"image_size must be a positive integer (e.g. 224), got {image_size!r}.")
     return image_size
-
-
-def check_choice(name: str, value: object, choices: Sequence[str]) -> str:
-    if value not in choices:
-        raise ConfigError(f"{name}={value!r} is not supported; use one of {list(choices)}.")
-    return str(value)
 
 
 def is_image_file(name: str) -> bool:

@@ -38,10 +38,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from reproduce.checks import check_choice
 from reproduce.data.base import ImageDataset
 from reproduce.data.image_folder import (
     Resize,
-    check_choice,
     image_size_of,
     layout_error,
     list_images,

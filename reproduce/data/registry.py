@@ -6,7 +6,6 @@ are discovered on first use.
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 from reproduce.errors import ConfigError
@@ -26,9 +25,10 @@ def dataset_class(name: str) -> type:
 
 def has_splits(name: str) -> bool:
     """Whether the dataset takes a ``split`` (single-collection sets such as ``photos`` do not)."""
-    return "split" in inspect.signature(dataset_class(name).__init__).parameters
+    return "split" in DATASETS.options(name)
 
 
 def create_dataset(name: str, **options: Any):
-    """Build the dataset registered as ``name`` (e.g. ``split="test"``, ``root=...``)."""
-    return dataset_class(name)(**options)
+    """Build the dataset registered as ``name`` (e.g. ``split="test"``, ``root=...``); unknown
+    options are an error."""
+    return DATASETS.create(name, **options)

@@ -39,6 +39,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from reproduce.atomic import atomic_write_bytes
+from reproduce.checks import check_choice, check_int
 from reproduce.data.base import ImageDataset
 from reproduce.data.registry import register_dataset
 from reproduce.data.shapes import (
@@ -52,7 +54,6 @@ from reproduce.data.shapes import (
 )
 from reproduce.errors import ConfigError
 from reproduce.models.data_config import DataConfig
-from reproduce.runtime.atomic import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -281,15 +282,10 @@ def _class_name(variant: str, c: int, k: int) -> str:
 
 
 def _check_int(name: str, value: Any, low: int, fix: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}; {fix}.")
-    return int(value)
-
-
-def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise ConfigError(f"Unknown {name} {value!r}: use one of {', '.join(map(repr, choices))}.")
-    return value
+    try:
+        return check_int(name, value, minimum=low)
+    except ConfigError as err:
+        raise ConfigError(f"{str(err)[:-1]}; {fix}.") from None
 
 
 def _check_sizes(sizes: Any) -> dict[str, int]:
@@ -298,7 +294,7 @@ def _check_sizes(sizes: Any) -> dict[str, int]:
     if not isinstance(sizes, Mapping):  # a dict, or an OmegaConf DictConfig from a Hydra config
         raise ConfigError(f"sizes must be a dict like {{'train': 6000, 'test': 1000}}, got {sizes!r}.")
     for key, value in sizes.items():
-        _check_choice("split in sizes", key, SPLITS)
+        check_choice("split in sizes", key, SPLITS)
         _check_int(f"sizes[{key!r}]", value, 1, "every split needs at least one image")
     return {**DEFAULT_SIZES, **{k: int(v) for k, v in sizes.items()}}
 
@@ -339,9 +335,9 @@ class SyntheticShapes(ImageDataset):
         seed: int = 0,
         normalize: DataConfig | None = None,
     ):
-        self.split = _check_choice("split", split, SPLITS)
-        self.variant = _check_choice("variant", variant, VARIANTS)
-        self.background = _check_choice("background", background, BACKGROUNDS)
+        self.split = check_choice("split", split, SPLITS)
+        self.variant = check_choice("variant", variant, VARIANTS)
+        self.background = check_choice("background", background, BACKGROUNDS)
         if variant == "single":
             self.num_classes = _check_int("num_classes", num_classes, 2, "a classifier needs two classes")
         else:
@@ -550,21 +546,8 @@ class SyntheticShapes(ImageDataset):
 
 @register_dataset("synthetic_two_part")
 class SyntheticTwoPartShapes(SyntheticShapes):
-    """:class:`SyntheticShapes` with ``variant="two_part"`` by default (same arguments, spelled out
-    so that the signature, which the registry inspects, lists them)."""
+    """:class:`SyntheticShapes` with ``variant="two_part"`` by default (the other options are
+    :class:`SyntheticShapes`'s; the registry follows ``**kwargs`` to them)."""
 
-    def __init__(
-        self,
-        root: str | os.PathLike | None = None,
-        split: str = "train",
-        variant: str = "two_part",
-        background: str = "own",
-        num_classes: int = 6,
-        image_size: int = 64,
-        sizes: dict[str, int] | None = None,
-        seed: int = 0,
-        normalize: DataConfig | None = None,
-    ):
-        super().__init__(root=root, split=split, variant=variant, background=background,
-                         num_classes=num_classes, image_size=image_size, sizes=sizes, seed=seed,
-                         normalize=normalize)
+    def __init__(self, variant: str = "two_part", **kwargs: Any):
+        super().__init__(variant=variant, **kwargs)

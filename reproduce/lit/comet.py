@@ -35,6 +35,7 @@ import torch
 from torch.utils.data import DataLoader
 from torchmetrics.classification import MulticlassAccuracy
 
+from reproduce.checks import check_int
 from reproduce.errors import ConfigError
 from reproduce.lit.optim import build_optimizer, build_scheduler, lr_factor
 from reproduce.models.comet import (
@@ -60,12 +61,6 @@ def mask_grid(images01: torch.Tensor, masks: torch.Tensor, kept01: torch.Tensor)
     rows = [torch.cat(list(t.clamp(0, 1)), dim=2) for t in (images01, grey, kept01)]  # [3, H, N*W] each
     grid = torch.cat(rows, dim=1)
     return (grid.permute(1, 2, 0).detach().cpu().numpy() * 255).round().astype(np.uint8)
-
-
-def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"module.{name} must be an integer >= {minimum}, got {value!r}.")
-    return value
 
 
 class CometModule(L.LightningModule):
@@ -108,9 +103,9 @@ class CometModule(L.LightningModule):
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.objective = Objective.from_dict(objective)
-        _positive_int("fill_stats_images", fill_stats_images)
-        _positive_int("log_masks_every_n_epochs", log_masks_every_n_epochs, minimum=0)
-        _positive_int("num_logged_masks", num_logged_masks)
+        check_int("module.fill_stats_images", fill_stats_images)
+        check_int("module.log_masks_every_n_epochs", log_masks_every_n_epochs, minimum=0)
+        check_int("module.num_logged_masks", num_logged_masks)
         if isinstance(coverage_threshold, bool) or not isinstance(coverage_threshold, (int, float)) or not 0 < coverage_threshold < 1:
             raise ConfigError(f"module.coverage_threshold must lie in (0, 1), got {coverage_threshold!r}.")
         if monitor not in MONITORS:

@@ -28,12 +28,13 @@ import torch
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from reproduce.checks import check_choice
 from reproduce.attributors import create
 from reproduce.errors import ConfigError, ReproduceError
 from reproduce.metrics import AttributionBatch, create_metric
 from reproduce.metrics.cost import cost_extras
 from reproduce.models import ModelAdapter
-from reproduce.runtime.atomic import atomic_write_json
+from reproduce.atomic import atomic_write_json
 
 SAMPLE_CHOICES = ("all", "correct", "misclassified")
 TARGET_CHOICES = ("label", "prediction")
@@ -70,10 +71,8 @@ class AttributionEvaluation(L.LightningModule):
         num_overlays: int = 8,
     ):
         super().__init__()
-        if target not in TARGET_CHOICES:
-            raise ConfigError(f"target must be one of {TARGET_CHOICES}, got {target!r}.")
-        if samples not in SAMPLE_CHOICES:
-            raise ConfigError(f"samples must be one of {SAMPLE_CHOICES}, got {samples!r}.")
+        check_choice("target", target, TARGET_CHOICES)
+        check_choice("samples", samples, SAMPLE_CHOICES)
         self.explained = model.eval().requires_grad_(False)
         self.scorer_model = (scorer or model).eval().requires_grad_(False)
         self.references = {k: m.eval().requires_grad_(False) for k, m in (reference_models or {}).items()}

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from reproduce.checks import check_choice
 from reproduce.attributors.evidential import EDL_LOSSES, EVIDENCE, evidential_uncertainty
 from reproduce.errors import ConfigError
 from reproduce.lit.classifier import ClassifierModule
@@ -36,10 +37,8 @@ class EvidentialClassifier(ClassifierModule):
         evidence: str = "exp",
         kl_term: bool = True,
     ):
-        if loss not in EDL_LOSSES:
-            raise ConfigError(f"loss must be one of {sorted(EDL_LOSSES)}, got {loss!r}.")
-        if evidence not in EVIDENCE:
-            raise ConfigError(f"evidence must be one of {EVIDENCE}, got {evidence!r}.")
+        check_choice("loss", loss, sorted(EDL_LOSSES))
+        check_choice("evidence", evidence, EVIDENCE)
         if isinstance(annealing_step, bool) or not isinstance(annealing_step, (int, float)) or annealing_step <= 0:
             raise ConfigError(f"annealing_step must be a positive number of epochs, got {annealing_step!r}.")
         super().__init__(model=model, optimizer=optimizer, scheduler=scheduler)

@@ -138,27 +138,6 @@ def describe_model(model: nn.Module | None) -> Any:
     return dict(spec) if isinstance(spec, dict) else type(model).__name__
 
 
-def check_fraction(name: str, value: float, *, open_low: bool = True, allow_one: bool = True) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be a number in (0, 1], got {value!r}.") from None
-    low_ok = v > 0 if open_low else v >= 0
-    high_ok = v <= 1 if allow_one else v < 1
-    if not (low_ok and high_ok):
-        lo = "(0" if open_low else "[0"
-        hi = "1]" if allow_one else "1)"
-        raise ConfigError(f"{name} must lie in {lo}, {hi}, got {value!r}.")
-    return v
-
-
-def check_choice(name: str, value: Any, choices: Iterable[Any]) -> Any:
-    choices = tuple(choices)
-    if value not in choices:
-        raise ConfigError(f"{name} must be one of {choices}, got {value!r}.")
-    return value
-
-
 class AttributionMetric(Metric):
     """Base class of every metric in :mod:`reproduce.metrics` (see the module docstring).
 

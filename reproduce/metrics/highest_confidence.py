@@ -29,7 +29,8 @@ import torch
 from torch import nn
 
 from reproduce.errors import ConfigError, InputError
-from reproduce.metrics.base import EXTRA, AttributionBatch, AttributionMetric, check_choice, check_finite, check_fraction, percent_key
+from reproduce.checks import check_choice, check_fraction
+from reproduce.metrics.base import EXTRA, AttributionBatch, AttributionMetric, check_finite, percent_key
 from reproduce.metrics.perturbation_curves import Perturber, check_fill, check_steps, fraction_counts, rank_descending, target_scores
 from reproduce.metrics.registry import register_metric
 

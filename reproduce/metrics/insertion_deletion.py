@@ -20,7 +20,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from reproduce.metrics.base import AttributionBatch, AttributionMetric, check_choice
+from reproduce.checks import check_choice
+from reproduce.metrics.base import AttributionBatch, AttributionMetric
 from reproduce.metrics.perturbation_curves import (
     Perturber,
     check_fill,

@@ -29,7 +29,8 @@ import math
 import torch
 
 from reproduce.errors import ConfigError
-from reproduce.metrics.base import MASKS, AttributionBatch, AttributionMetric, check_choice
+from reproduce.checks import check_choice
+from reproduce.metrics.base import MASKS, AttributionBatch, AttributionMetric
 from reproduce.metrics.pxap import NORMALIZATIONS, check_nonempty_masks, normalize_01
 from reproduce.metrics.registry import register_metric
 

@@ -23,7 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from reproduce.errors import ConfigError
-from reproduce.metrics.base import AttributionBatch, AttributionMetric, check_choice, check_fraction
+from reproduce.checks import check_choice, check_fraction
+from reproduce.metrics.base import AttributionBatch, AttributionMetric
 from reproduce.metrics.perturbation_curves import Perturber, check_fill, target_scores
 from reproduce.metrics.registry import register_metric
 from reproduce.metrics.sample_rng import uniform

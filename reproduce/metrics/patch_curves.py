@@ -25,7 +25,8 @@ import torch
 from torch import nn
 
 from reproduce.errors import ConfigError
-from reproduce.metrics.base import AttributionBatch, AttributionMetric, check_choice, check_fraction, percent_key
+from reproduce.checks import check_choice, check_fraction
+from reproduce.metrics.base import AttributionBatch, AttributionMetric, percent_key
 from reproduce.metrics.insertion_deletion import MODES
 from reproduce.metrics.perturbation_curves import (
     SCORES,

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from reproduce.checks import check_choice, choice_error
 from reproduce.errors import ConfigError, InputError
 from reproduce.metrics.base import check_finite
 from reproduce.models import FillMasker, ModelAdapter, Partition, TokenDropMasker, inference_state
@@ -44,10 +45,7 @@ def check_steps(steps: int, name: str = "steps") -> int:
 
 def check_fill(fill: str | float) -> str | float:
     if isinstance(fill, bool) or not (fill in FILL_CHOICES or isinstance(fill, (int, float))):
-        raise ConfigError(
-            f"baseline must be one of {FILL_CHOICES} ('mean' = 0 in the normalised space) or a number "
-            f"in the normalised space, got {fill!r}."
-        )
+        raise choice_error("baseline", fill, FILL_CHOICES, also="a number in the normalised space ('mean' = 0 there)")
     return float(fill) if isinstance(fill, (int, float)) else fill
 
 
@@ -99,13 +97,12 @@ def target_scores(logits: torch.Tensor, classes: torch.Tensor, score: str) -> to
         return torch.softmax(logits.float(), dim=-1).gather(2, idx).squeeze(2)
     if score == "accuracy":
         return (logits.argmax(-1) == classes.view(-1, 1)).float()
-    raise ConfigError(f"score must be one of {SCORES}, got {score!r}.")
+    raise choice_error("score", score, SCORES)
 
 
 def resolve_removal(model: nn.Module, removal: str) -> str:
     """``auto`` -> token dropping for ViTs (MoXI's masking), fill for every other model."""
-    if removal not in REMOVALS:
-        raise ConfigError(f"removal must be one of {REMOVALS}, got {removal!r}.")
+    check_choice("removal", removal, REMOVALS)
     adapter = ModelAdapter(model)
     if removal == "auto":
         return "token" if adapter.is_vit else "fill"

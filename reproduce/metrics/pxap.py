@@ -37,7 +37,8 @@ from __future__ import annotations
 import torch
 
 from reproduce.errors import ConfigError, InputError
-from reproduce.metrics.base import MASKS, AttributionBatch, AttributionMetric, check_choice
+from reproduce.checks import check_choice, choice_error
+from reproduce.metrics.base import MASKS, AttributionBatch, AttributionMetric
 from reproduce.metrics.registry import register_metric
 
 VARIANTS = ("comet", "standard")
@@ -64,7 +65,7 @@ def normalize_01(maps: torch.Tensor, how: str, indices: torch.Tensor | None = No
                 "map_normalization='minmax' or maps already in [0, 1] (e.g. sigmoid masks)."
             )
         return maps
-    raise ConfigError(f"map_normalization must be one of {NORMALIZATIONS}, got {how!r}.")
+    raise choice_error("map_normalization", how, NORMALIZATIONS)
 
 
 def pxap_edges(bins: int, cutoff: float, device=None) -> torch.Tensor:

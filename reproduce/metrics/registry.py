@@ -6,7 +6,6 @@ A new metric is one module in ``reproduce/metrics/`` with a class decorated by
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 from torch import nn
@@ -14,7 +13,7 @@ from torch import nn
 from reproduce.errors import ConfigError
 from reproduce.registry import Registry
 
-METRICS = Registry("metric", "reproduce.metrics", ConfigError)
+METRICS = Registry("metric", "reproduce.metrics", ConfigError, positional=1)
 register_metric = METRICS.register  # @register_metric("name") on a class: create_metric(name, model, ...)
 
 
@@ -27,22 +26,13 @@ def metric_class(name: str) -> type:
     return METRICS.get(name)
 
 
-def metric_options(cls: type) -> list[str]:
-    """Keyword options the metric's constructor accepts (besides ``model``)."""
-    params = list(inspect.signature(cls.__init__).parameters.values())[2:]
-    return [p.name for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
-
-
 def create_metric(name: str, model: nn.Module | None = None, **options: Any):
     """Build the metric ``name`` for ``model`` (ignored by metrics that score no model).
 
     Every metric constructor is ``(model=None, *, knobs...)``; unknown knobs are a ``ConfigError``.
     """
     cls = metric_class(name)
-    accepted = metric_options(cls)
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        raise ConfigError(f"Metric {name!r} has no option(s) {unknown}; its options are {accepted}.")
+    METRICS.check_options(name, options)
     if getattr(cls, "needs_model", False) and model is None:
         raise ConfigError(f"Metric {name!r} scores a model: pass create_metric({name!r}, model, ...).")
     return cls(model if getattr(cls, "needs_model", False) else None, **options)

@@ -23,7 +23,8 @@ from __future__ import annotations
 import torch
 
 from reproduce.errors import ConfigError, InputError
-from reproduce.metrics.base import EXPLAIN, EXTRA, AttributionBatch, Explain, check_choice, check_fraction
+from reproduce.checks import check_choice, check_fraction
+from reproduce.metrics.base import EXPLAIN, EXTRA, AttributionBatch, Explain
 from reproduce.metrics.pxap import HistogramPxAP, default_grid, normalize_01, pxap_edges, pxap_from_histograms, score_histograms
 from reproduce.metrics.registry import register_metric
 from reproduce.metrics.sample_rng import uniform

@@ -27,7 +27,8 @@ import torch
 from torch import nn
 
 from reproduce.errors import ConfigError, InputError
-from reproduce.metrics.base import EXPLAIN, AttributionBatch, AttributionMetric, Explain, check_choice, describe_model
+from reproduce.checks import check_choice
+from reproduce.metrics.base import EXPLAIN, AttributionBatch, AttributionMetric, Explain, describe_model
 from reproduce.metrics.mu_fidelity import average_ranks
 from reproduce.metrics.pxap import normalize_01
 from reproduce.metrics.registry import register_metric

@@ -2,9 +2,9 @@
 (:class:`ModelAdapter`) plus masking that attributors and metrics share."""
 
 from reproduce.models.adapter import FEATURES, ModelAdapter
-from reproduce.models.checkpoint import load_model, load_weights, read_checkpoint
+from reproduce.models.checkpoint import load_weights, read_checkpoint
 from reproduce.models.data_config import DataConfig, data_config_of
-from reproduce.models.factory import PRESETS, available_models, create_model
+from reproduce.models.factory import PRESETS, available_models, create_model, load_model
 from reproduce.models.hooks import (
     capture_output,
     count_passes,

@@ -53,10 +53,12 @@ def state_dict_of(ckpt: dict[str, Any], prefix: str = "model.") -> dict[str, tor
 
 def load_weights(model: nn.Module, path: str | os.PathLike, prefix: str = "model.") -> nn.Module:
     """Load ``path`` into ``model`` in place, checking class count and architecture first."""
-    return _apply(model, read_checkpoint(path), path, prefix)
+    return apply_weights(model, read_checkpoint(path), path, prefix)
 
 
-def _apply(model: nn.Module, ckpt: dict[str, Any], path: str | os.PathLike, prefix: str) -> nn.Module:
+def apply_weights(model: nn.Module, ckpt: dict[str, Any], path: str | os.PathLike, prefix: str = "model.") -> nn.Module:
+    """Load the tensors of an already read checkpoint ``ckpt`` (from ``path``, named in errors) into
+    ``model`` in place, checking architecture and class count first."""
     sd = state_dict_of(ckpt, prefix)
     own = model.state_dict()
     spec = model_spec_of(ckpt) or {}
@@ -84,24 +86,3 @@ def _apply(model: nn.Module, ckpt: dict[str, Any], path: str | os.PathLike, pref
         )
     model.load_state_dict(sd)
     return model
-
-
-def load_model(path: str | os.PathLike, prefix: str = "model.") -> nn.Module:
-    """Rebuild a model from the spec stored in its checkpoint and load its weights."""
-    from reproduce.models.factory import create_model
-
-    ckpt = read_checkpoint(path)
-    spec = model_spec_of(ckpt)
-    if not spec:
-        raise ConfigError(
-            f"Checkpoint {os.fspath(path)!r} carries no model spec; build the model with "
-            "create_model(name, num_classes, checkpoint=path) instead."
-        )
-    model = create_model(
-        spec["name"],
-        num_classes=spec.get("num_classes"),
-        img_size=spec.get("img_size"),
-        in_chans=spec.get("in_chans", 3),
-        **spec.get("kwargs", {}),
-    )
-    return _apply(model, ckpt, path, prefix)

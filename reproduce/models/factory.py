@@ -3,18 +3,21 @@
 ``create_model`` accepts any timm architecture name, the small presets below (sized to train on the
 64x64 embedded benchmark in minutes on a CPU) and ``efficientnet_lite0_imagenet``, the real
 ImageNet-pretrained network that works offline. Every model carries its data config
-(``pretrained_cfg`` mean/std/input size) and a ``reproduce_spec`` from which it can be rebuilt.
+(``pretrained_cfg`` mean/std/input size) and a ``reproduce_spec`` from which :func:`load_model`
+rebuilds it from a checkpoint (``checkpoint.py`` below only reads and applies weights).
 """
 
 from __future__ import annotations
 
 import difflib
+import os
 from typing import Any
 
 import timm
 from torch import nn
 
 from reproduce.errors import ConfigError
+from reproduce.models.checkpoint import apply_weights, load_weights, model_spec_of, read_checkpoint
 
 # name -> (timm architecture, constructor overrides, default image size)
 PRESETS: dict[str, tuple[str, dict[str, Any], int]] = {
@@ -144,7 +147,29 @@ def create_model(
         "kwargs": dict(kwargs),
     }
     if checkpoint:
-        from reproduce.models.checkpoint import load_weights
-
         load_weights(model, checkpoint)
     return model
+
+
+def model_from_spec(spec: dict[str, Any]) -> nn.Module:
+    """An untrained model with the architecture a ``reproduce_spec`` describes."""
+    return create_model(
+        spec["name"], num_classes=spec.get("num_classes"), img_size=spec.get("img_size"),
+        in_chans=spec.get("in_chans", 3), **spec.get("kwargs", {}),
+    )
+
+
+def load_model(path: str | os.PathLike, prefix: str = "model.", contents: dict[str, Any] | None = None) -> nn.Module:
+    """Rebuild a model from the spec stored in its checkpoint and load its weights.
+
+    ``contents``: the checkpoint already read by :func:`read_checkpoint` (the file is then not read
+    again); ``path`` only names it in errors.
+    """
+    ckpt = read_checkpoint(path) if contents is None else contents
+    spec = model_spec_of(ckpt)
+    if not spec:
+        raise ConfigError(
+            f"Checkpoint {os.fspath(path)!r} carries no model spec; build the model with "
+            "create_model(name, num_classes, checkpoint=path) instead."
+        )
+    return apply_weights(model_from_spec(spec), ckpt, path, prefix)

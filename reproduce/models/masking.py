@@ -65,18 +65,6 @@ class Partition:
             )
         return Partition(labels=torch.stack(relabelled), num_players=counts[0])
 
-    @staticmethod
-    def from_masks(masks: torch.Tensor) -> "Partition":
-        """Regions from disjoint boolean masks ``[B, P, H, W]`` that cover the image."""
-        if masks.dim() == 3:
-            masks = masks.unsqueeze(0)
-        if masks.dim() != 4 or masks.shape[1] == 0:
-            raise InputError(f"Region masks must be [B, P, H, W] with P >= 1, got {tuple(masks.shape)}.")
-        cover = masks.sum(1)
-        if not torch.all(cover == 1):
-            raise InputError("Region masks must be disjoint and cover every pixel exactly once.")
-        return Partition(labels=masks.float().argmax(1), num_players=masks.shape[1])
-
     def to_pixels(self, keep: torch.Tensor) -> torch.Tensor:
         """Player keep-weights ``[B, M, P]`` -> pixel keep-weights ``[B, M, H, W]``."""
         b, m, p = keep.shape

@@ -1,1 +1,1 @@
-"""Run-time plumbing shared by the runners: atomic files, config hashing, logging set-up."""
+"""Run-time plumbing shared by the runners: config hashing, locks, run directories, logging set-up."""

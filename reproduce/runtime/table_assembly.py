@@ -12,7 +12,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Any
 
-from reproduce.runtime.atomic import atomic_write_json, atomic_write_text
+from reproduce.atomic import atomic_write_json, atomic_write_text
 from reproduce.runtime.table_spec import TableSpec
 
 

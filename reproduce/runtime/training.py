@@ -20,7 +20,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from reproduce.errors import ConfigError
-from reproduce.runtime.atomic import atomic_write_json
+from reproduce.atomic import atomic_write_json
 from reproduce.runtime.config_hash import config_hash, drop_keys, to_plain
 
 # Keys that do not change what is learned: where things are written, how they are logged, on

@@ -14,16 +14,16 @@ the user sees and exits with status 2 (``HYDRA_FULL_ERROR=1`` re-raises it with 
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import os
 import sys
 from contextlib import contextmanager
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Iterator, Mapping
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from reproduce.checks import check_bool, check_choice, check_int, check_number, suggest
 from reproduce.errors import ConfigError, DataError, ReproduceError
 
 # Module prefixes a config's ``_target_`` may name (the conf/ tree only uses reproduce.lit.* and
@@ -50,41 +50,7 @@ ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu", "hpu", "xla")
 _TRAIN_HINT = "train it first with `python -m reproduce.train experiment=<name>` or fix the path"
 
 
-# --- small typed checks -------------------------------------------------------------------------
-def _suggest(value: Any, choices: Iterable[str]) -> str:
-    close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=3)
-    return f" Did you mean {', '.join(close)}?" if close else ""
-
-
-def check_int(key: str, value: Any, *, minimum: int = 1, allow_none: bool = False, example: Any = None) -> None:
-    """``value`` is an int (not a bool) >= ``minimum``, or None when ``allow_none``."""
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-        fix = f" (e.g. {key}={example})" if example is not None else ""
-        raise ConfigError(f"{key} must be {what}, got {value!r}{fix}.")
-
-
-def check_number(key: str, value: Any, *, positive: bool = True, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value \
-            or (value <= 0 if positive else value < 0) or value in (float("inf"), float("-inf")):
-        raise ConfigError(f"{key} must be a finite {'positive' if positive else 'non-negative'} number, got {value!r}.")
-
-
-def check_bool(key: str, value: Any) -> None:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{key} must be true or false, got {value!r}.")
-
-
-def check_choice(key: str, value: Any, choices: Iterable[Any]) -> None:
-    choices = list(choices)
-    if value not in choices:
-        raise ConfigError(f"{key}={value!r} is not one of {choices}.{_suggest(value, map(str, choices))}")
-
-
+# --- small typed checks (the generic ones live in reproduce.checks) -------------------------
 def check_mapping(key: str, value: Any, *, allow_none: bool = True) -> Mapping[str, Any]:
     if value is None and allow_none:
         return {}
@@ -181,13 +147,13 @@ def check_common(plain: Mapping[str, Any]) -> None:
 
 def check_data(data: Any) -> None:
     """``data``: a registered dataset, positive sizes, a dataset root that exists when one is needed."""
-    from reproduce.data.registry import available_datasets, dataset_class
+    from reproduce.data.registry import DATASETS, available_datasets
 
     data = check_mapping("data", data, allow_none=False)
     name = require(data, "name", "data")
     if name not in available_datasets():
         raise ConfigError(
-            f"data.name={name!r} is not a registered dataset.{_suggest(name, available_datasets())} "
+            f"data.name={name!r} is not a registered dataset.{suggest(name, available_datasets())} "
             f"Available: {', '.join(available_datasets())} (choose one with data=<name>)."
         )
     for key in ("batch_size", "image_size", "num_classes"):
@@ -198,11 +164,11 @@ def check_data(data: Any) -> None:
     for split, limit in check_mapping("data.limits", data.get("limits")).items():
         check_int(f"data.limits.{split}", limit, allow_none=True)
     options = check_mapping("data.options", data.get("options"))
-    cls = dataset_class(name)
-    accepted = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "split", "normalize")]
+    cls = DATASETS.get(name)
+    accepted = [p for p in DATASETS.options(name) if p not in ("split", "normalize")]  # set by the data module
     for key in options:
         if key not in accepted:
-            raise ConfigError(f"data.options.{key} is not an option of dataset {name!r}.{_suggest(key, accepted)} Options: {accepted}.")
+            raise ConfigError(f"data.options.{key} is not an option of dataset {name!r}.{suggest(key, accepted)} Options: {accepted}.")
     if "image_size" in options:
         check_int("data.options.image_size", options["image_size"])
     for split, size in check_mapping("data.options.sizes", options.get("sizes")).items():
@@ -226,7 +192,7 @@ def check_model(model: Any, key: str = "model") -> None:
     name = require(model, "name", key)
     if not isinstance(name, str) or (name not in available_models() and not timm.is_model(name)):
         raise ConfigError(
-            f"{key}.name={name!r} is not a known model.{_suggest(name, available_models())} Use one of "
+            f"{key}.name={name!r} is not a known model.{suggest(name, available_models())} Use one of "
             f"{available_models()} or a timm.list_models() name (choose one with model=<config>)."
         )
     check_int(f"{key}.num_classes", model.get("num_classes"), allow_none=True)
@@ -240,7 +206,7 @@ def check_trainer(trainer: Any, *, training: bool) -> None:
     accepted = [p for p in inspect.signature(L.Trainer.__init__).parameters if p != "self"]
     for key in trainer:
         if key not in accepted or key in ("logger", "callbacks", "default_root_dir"):
-            raise ConfigError(f"trainer.{key} is not a Lightning Trainer argument this package lets you set.{_suggest(key, accepted)}")
+            raise ConfigError(f"trainer.{key} is not a Lightning Trainer argument this package lets you set.{suggest(key, accepted)}")
     if "accelerator" in trainer and isinstance(trainer["accelerator"], str):
         check_choice("trainer.accelerator", trainer["accelerator"], ACCELERATORS)
     devices = trainer.get("devices", "auto")
@@ -253,7 +219,7 @@ def check_trainer(trainer: Any, *, training: bool) -> None:
         check_int("trainer.num_sanity_val_steps", trainer["num_sanity_val_steps"], minimum=-1)
     for key in ("limit_train_batches", "limit_val_batches", "limit_test_batches"):
         if key in trainer:
-            check_number(f"trainer.{key}", trainer[key], allow_none=True)
+            check_number(f"trainer.{key}", trainer[key], positive=True, allow_none=True)
     if not training:
         return
     epochs, steps = trainer.get("max_epochs"), trainer.get("max_steps", -1)
@@ -273,39 +239,39 @@ def check_module(module: Any) -> None:
         opt = node.get("optimizer")
         if isinstance(opt, Mapping):
             check_choice(f"{where}.optimizer.name", opt.get("name", "adamw"), ("adamw", "adam", "sgd"))
-            check_number(f"{where}.optimizer.lr", opt.get("lr", 1e-3))
-            check_number(f"{where}.optimizer.weight_decay", opt.get("weight_decay", 0.0), positive=False)
+            check_number(f"{where}.optimizer.lr", opt.get("lr", 1e-3), positive=True)
+            check_number(f"{where}.optimizer.weight_decay", opt.get("weight_decay", 0.0), non_negative=True)
         elif opt is not None:
             raise ConfigError(f"{where}.optimizer must be a mapping such as {{name: adamw, lr: 0.001}}, got {opt!r}.")
     scheduler = module.get("scheduler")
     if isinstance(scheduler, Mapping):
         check_choice("module.scheduler.name", scheduler.get("name", "cosine"), ("cosine", "multistep", "constant"))
-        check_number("module.scheduler.warmup_epochs", scheduler.get("warmup_epochs", 0), positive=False)
+        check_number("module.scheduler.warmup_epochs", scheduler.get("warmup_epochs", 0), non_negative=True)
     if isinstance(module.get("model"), Mapping):
         check_model(module["model"], "module.model")
 
 
 def check_attributor(attributor: Any) -> None:
-    from reproduce.attributors import available, get_class
-    from reproduce.attributors.registry import accepted_options
+    from reproduce.attributors import available
+    from reproduce.attributors.registry import ATTRIBUTORS
 
     attributor = check_mapping("attributor", attributor, allow_none=False)
     name = require(attributor, "name", "attributor")
     if name not in available():
         raise ConfigError(
-            f"attributor.name={name!r} is not a registered attributor.{_suggest(name, available())} "
+            f"attributor.name={name!r} is not a registered attributor.{suggest(name, available())} "
             f"Available: {', '.join(available())} (choose a config with attributor=<name>)."
         )
     options = check_mapping("attributor.options", attributor.get("options"))
-    allowed = sorted(accepted_options(get_class(name)))
+    allowed = sorted(ATTRIBUTORS.options(name))
     for key in options:
         if key not in allowed:
-            raise ConfigError(f"attributor.options.{key}: {name!r} has no such option.{_suggest(key, allowed)} Options: {allowed}.")
+            raise ConfigError(f"attributor.options.{key}: {name!r} has no such option.{suggest(key, allowed)} Options: {allowed}.")
     check_count_options("attributor.options", options)
 
 
 def check_metrics(metrics: Any) -> None:
-    from reproduce.metrics.registry import available_metrics, metric_class, metric_options
+    from reproduce.metrics.registry import METRICS, available_metrics
 
     metrics = check_mapping("metrics", metrics)
     if not metrics:
@@ -315,14 +281,14 @@ def check_metrics(metrics: Any) -> None:
         name = spec.get("name", label)
         if name not in available_metrics():
             raise ConfigError(
-                f"metrics.{label}.name={name!r} is not a registered metric.{_suggest(name, available_metrics())} "
+                f"metrics.{label}.name={name!r} is not a registered metric.{suggest(name, available_metrics())} "
                 f"Available: {', '.join(available_metrics())} (e.g. metrics=[pxap,insertion])."
             )
         options = {k: v for k, v in spec.items() if k != "name"}
-        allowed = metric_options(metric_class(name))
+        allowed = METRICS.options(name)
         for key in options:
             if key not in allowed:
-                raise ConfigError(f"metrics.{label}.{key}: metric {name!r} has no such option.{_suggest(key, allowed)} Options: {allowed}.")
+                raise ConfigError(f"metrics.{label}.{key}: metric {name!r} has no such option.{suggest(key, allowed)} Options: {allowed}.")
         check_count_options(f"metrics.{label}", options)
 
 

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from reproduce.runtime.atomic import atomic_write_bytes  # noqa: E402
+from reproduce.atomic import atomic_write_bytes  # noqa: E402
 
 
 def _to_unit(m: torch.Tensor) -> np.ndarray:
