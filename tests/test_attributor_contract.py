@@ -5,6 +5,8 @@ class is tested without editing this file. Per class, the test reads:
 
 - ``smoke_options``: fast options for these checks (keep one call under ~1 s on the tiny models);
 - ``requires_vit``: the method runs on the ``vit`` fixture (and must refuse the ``cnn``);
+- ``model_free`` (optional ``ClassVar[bool]``): the method never runs the model (control maps), so a
+  failure injected into the model cannot reach it: it must then report zero forward passes;
 - ``contract_skip`` (optional ``ClassVar[str]``): a reason the generic checks cannot run, e.g. the
   method needs a trained model of its own (``comet``); the class is then skipped with that reason.
 
@@ -108,8 +110,12 @@ def test_errors_leave_no_hooks_and_restore_the_model(name, request, images):
     handle = model.get_classifier().register_forward_hook(fail)
     model.train()
     try:
-        with pytest.raises(RuntimeError, match="injected failure"):
+        if getattr(attributor, "model_free", False):  # control maps never run the model
             attributor.attribute(images[:1], TARGET[:1])
+            assert attributor.last_cost["forward_per_image"] == 0
+        else:
+            with pytest.raises(RuntimeError, match="injected failure"):
+                attributor.attribute(images[:1], TARGET[:1])
     finally:
         handle.remove()
     assert hooks_left(model) == []
