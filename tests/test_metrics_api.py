@@ -85,6 +85,9 @@ CASES = {
     "ssim_stability": {"other": OTHER},
     "mege": {"others": [TinyCNN(0)]},  # same weights: the same images are correct, maps differ
     "cost": {},
+    "model_randomisation": {"layers": ["net.4", "net.0"]},
+    "random_logit": {"seed": 3},
+    "data_randomisation": {"other": OTHER},
 }
 
 

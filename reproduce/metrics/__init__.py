@@ -19,6 +19,7 @@ and ``config()``. See :mod:`reproduce.metrics.base` for the contract.
 | max_sensitivity | sensitivity.py | max_sensitivity (lower) |
 | ssim_stability, mege | stability.py | ssim, mege in % (higher) |
 | cost | cost.py | seconds/forward/backward_per_image (lower) |
+| model_randomisation, random_logit, data_randomisation | randomisation.py | <similarity>[_mean/_full] (lower), passes (higher) |
 
 The shared perturbation machinery (ranking, masked batches, scoring) is in
 :mod:`reproduce.metrics.perturbation_curves`. Functional twins are exported here, except the three
@@ -41,8 +42,16 @@ from reproduce.metrics.robustness import Robustness, drop_pixels, mean_reference
 from reproduce.metrics.sensitivity import MaxSensitivity, max_sensitivity, sensitivity_noise
 from reproduce.metrics.ssim import grayscale
 from reproduce.metrics.stability import MeGe, SSIMStability, mege_pairs, ssim_stability
+from reproduce.metrics.map_similarity import map_similarity, spearman
+from reproduce.metrics.randomisation import DataRandomisation, ModelRandomisation, RandomLogit, other_classes
 
 __all__ = [
+    "DataRandomisation",
+    "ModelRandomisation",
+    "RandomLogit",
+    "map_similarity",
+    "other_classes",
+    "spearman",
     "AccuracyAtBudget",
     "AttributionBatch",
     "AttributionMetric",
