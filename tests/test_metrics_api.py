@@ -88,6 +88,11 @@ CASES = {
     "model_randomisation": {"layers": ["net.4", "net.0"]},
     "random_logit": {"seed": 3},
     "data_randomisation": {"other": OTHER},
+    "road": {"percentages": (0.25, 0.5, 1.0), "score": "softmax"},
+    "sparseness": {},
+    "complexity": {},
+    "relevance_mass_accuracy": {},
+    "relevance_rank_accuracy": {"relevance": "absolute"},
 }
 
 

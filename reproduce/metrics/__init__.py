@@ -20,6 +20,9 @@ and ``config()``. See :mod:`reproduce.metrics.base` for the contract.
 | ssim_stability, mege | stability.py | ssim, mege in % (higher) |
 | cost | cost.py | seconds/forward/backward_per_image (lower) |
 | model_randomisation, random_logit, data_randomisation | randomisation.py | <similarity>[_mean/_full] (lower), passes (higher) |
+| road | road.py | morf_mean (lower), lerf_mean, combined (higher) |
+| sparseness, complexity | complexity.py | sparseness (higher), complexity (lower) |
+| relevance_mass_accuracy, relevance_rank_accuracy | relevance.py | mass_accuracy, rank_accuracy (higher) |
 
 The shared perturbation machinery (ranking, masked batches, scoring) is in
 :mod:`reproduce.metrics.perturbation_curves`. Functional twins are exported here, except the three
@@ -44,9 +47,22 @@ from reproduce.metrics.ssim import grayscale
 from reproduce.metrics.stability import MeGe, SSIMStability, mege_pairs, ssim_stability
 from reproduce.metrics.map_similarity import map_similarity, spearman
 from reproduce.metrics.randomisation import DataRandomisation, ModelRandomisation, RandomLogit, other_classes
+from reproduce.metrics.road import ROAD, linear_impute
+from reproduce.metrics.complexity import Complexity, Sparseness, entropy_complexity, gini_sparseness
+from reproduce.metrics.relevance import RelevanceMassAccuracy, RelevanceRankAccuracy, relevance_mass, relevance_rank
 
 __all__ = [
+    "Complexity",
     "DataRandomisation",
+    "ROAD",
+    "RelevanceMassAccuracy",
+    "RelevanceRankAccuracy",
+    "Sparseness",
+    "entropy_complexity",
+    "gini_sparseness",
+    "linear_impute",
+    "relevance_mass",
+    "relevance_rank",
     "ModelRandomisation",
     "RandomLogit",
     "map_similarity",
