@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from reproduce.runtime.metric_agreement import write_agreement
 from reproduce.runtime.table_assembly import Assembled, assemble
 from reproduce.runtime.table_spec import TableSpec
 
@@ -44,6 +45,7 @@ def publish(spec: TableSpec, root: str, wandb_mode: str = "offline", seconds: fl
     if panels:
         figures.append(curves_figure(panels, os.path.join(results_dir, f"{spec.name}_curves.png"),
                                      title=f"{spec.name}: curves (seed {spec.seeds[0]})"))
+    figures += write_agreement(spec.name, assembled, spec.columns, results_dir)  # <name>_agreement.{csv,md,png}
     print(f"[reproduce.table] wrote {assembled.csv_path}, {assembled.md_path} and {len(figures)} figure(s)")
     if seconds is not None:
         print(f"[reproduce.table] this run took {seconds / 60:.1f} min")
