@@ -83,13 +83,13 @@ def test_coalition_sampling_distributions(cnn):
     lime = create("lime", cnn, n_samples=4000)
     z = lime.coalitions(10, torch.Generator().manual_seed(0)).double()
     assert z.mean().item() == pytest.approx(0.5, abs=0.01)
-    shap = create("kernel_shap", cnn, n_samples=20000)
+    shap = create("kernel_shap", cnn, n_samples=6000)
     z = shap.coalitions(6, torch.Generator().manual_seed(0))
     assert z[0].sum() == 6 and z[1].sum() == 0
     sizes = torch.bincount(z[2:].sum(1), minlength=7).double() / (z.shape[0] - 2)
     k = torch.arange(1, 6, dtype=torch.float64)
     p = 5 / (k * (6 - k))
-    torch.testing.assert_close(sizes[1:6], p / p.sum(), atol=0.01, rtol=0)  # p(k) ~ (K-1)/(k(K-k))
+    torch.testing.assert_close(sizes[1:6], p / p.sum(), atol=0.02, rtol=0)  # p(k) ~ (K-1)/(k(K-k))
 
 
 def test_surrogates_reject_bad_options(cnn):
