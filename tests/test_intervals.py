@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 
 import numpy as np
@@ -55,6 +56,27 @@ def test_statistic_of_any_subset_of_rows_is_what_compute_reports_on_it(name):
     picked = {k: v[subset].sum(0) for k, v in states["states"].items()}
     assert metric.statistic(picked) == pytest.approx(expected, rel=1e-12, abs=1e-12)
     assert {k: float(v) for k, v in metric.compute().items() if v.dim() == 0} == full  # nothing changed
+    batched = metric.statistic_batch({k: torch.stack([sums[k], picked[k]]) for k in sums})  # vectorised or not
+    assert {k: float(v[0]) for k, v in batched.items()} == pytest.approx(full, rel=1e-12, abs=1e-12)
+    assert {k: float(v[1]) for k, v in batched.items()} == pytest.approx(expected, rel=1e-12, abs=1e-12)
+
+
+@pytest.mark.parametrize("variant", ["comet", "standard"])
+def test_batched_pooled_pxap_equals_the_pooled_pxap(variant):
+    from reproduce.metrics.pxap import pxap_from_histograms
+    from reproduce.metrics.robustness import pxap_batch
+
+    g = torch.Generator().manual_seed(0)
+    hist = torch.randint(0, 5, (6, 2, 21), generator=g).double()
+    hist[2, 0, 1:] = 0  # no positive pixel above the cut-off: undefined
+    hist[3, 1] = 0  # no negative pixel
+    got = pxap_batch(hist, variant)
+    for r in range(hist.shape[0]):
+        try:
+            want = float(pxap_from_histograms(hist[r], variant)[0])
+        except InputError:
+            want = float("nan")
+        assert float(got[r]) == pytest.approx(want, rel=1e-12, nan_ok=True), r
 
 
 @pytest.mark.parametrize("name", TRACKED)
@@ -173,3 +195,70 @@ def test_pooled_pxap_metric_end_to_end_from_a_stored_result(tmp_path):
     result["per_image"]["rob"]["states"] = "per_image.npz"
     from_file = PerImageStates.from_result(result, "rob", cell_dir=str(tmp_path))
     assert cell_interval([from_file], "rob/pxap") == interval
+
+
+# --- tables ---------------------------------------------------------------------------------------
+def _cost_cell(seconds, forwards, start=0):
+    """A cell file whose cost metric kept per-image states (seconds, forward, backward per image)."""
+    seconds, forwards = np.asarray(seconds, float), np.asarray(forwards, float)
+    n = seconds.size
+    totals = np.stack([seconds, forwards, np.zeros(n)], 1)
+    return {
+        "scalars": {"cost/seconds_per_image": float(seconds.mean()), "cost/forward_per_image": float(forwards.mean())},
+        "directions": {"cost/seconds_per_image": "lower", "cost/forward_per_image": "lower"},
+        "metrics": {"cost": {"metric": "cost"}}, "evaluated_images": n,
+        "per_image": {"cost": {"indices": list(range(start, start + n)), "states": {"totals": totals.tolist(), "count": [1.0] * n},
+                               "options": {"name": "cost"}, "statistic": "metric"}},
+    }
+
+
+def _cost_spec():
+    from reproduce.runtime.table_spec import TableSpec
+
+    return TableSpec.from_config({
+        "name": "toyci", "seeds": [0], "models": {"m": {"train": ["experiment=quickstart_cnn"]}},
+        "metrics": {"cost": {"name": "cost"}},
+        "rows": [{"label": lab, "model": "m", "attributor": "saliency"} for lab in ("A", "B", "C", "D")],
+        "columns": [{"label": "Time (ms)", "key": "cost/seconds_per_image", "scale": 1000, "digits": 1},
+                    {"label": "Passes", "key": "cost/forward_per_image", "digits": 0}],
+    })
+
+
+def test_table_cells_get_intervals_and_best_is_bold_only_where_significant(tmp_path):
+    from reproduce.atomic import atomic_write_json
+    from reproduce.runtime.table_assembly import assemble, cell_result_path
+
+    spec, root = _cost_spec(), str(tmp_path)
+    rng = np.random.default_rng(7)
+    base = rng.uniform(0.01, 0.05, size=40)
+    cells = {"a-s0": _cost_cell(base, np.full(40, 10.0)),                                  # fastest
+             "b-s0": _cost_cell(base + 0.004 + rng.normal(0, 5e-4, 40), np.full(40, 10.0)),  # clearly slower
+             "c-s0": _cost_cell(base + rng.normal(0, 5e-4, 40), np.full(40, 12.0)),          # tied with A
+             "d-s0": _cost_cell(base[:8], np.full(8, 12.0))}                                  # 8 images: no CI
+    for key, cell in cells.items():
+        atomic_write_json(cell_result_path(root, spec, key), cell)
+    out = assemble(root, spec)
+    assert sorted(out.best["Time (ms)"]) == ["A", "C"]  # A beats B significantly; C is a tie
+    assert out.best["Passes"] == ["A", "B"]  # identical per-image passes: the difference is exactly 0
+    md = out.markdown
+    assert " ± " in md.split("| A | m | ")[1].split("|")[0] and "(n = 8: no CI)" in md and "95 % bootstrap" in md
+    with open(out.csv_path) as f:
+        table = {r["method"]: r for r in csv.DictReader(f)}
+    assert float(table["A"]["Time (ms) lo"]) < float(table["A"]["Time (ms)"]) < float(table["A"]["Time (ms) hi"])
+    assert table["A"]["Time (ms) n images"] == "40" and table["D"]["Time (ms) lo"] == ""
+    again = assemble(root, spec)
+    assert again.markdown == out.markdown and open(again.csv_path).read() == open(out.csv_path).read()
+
+
+def test_cells_without_per_image_states_keep_todays_table(tmp_path):
+    from reproduce.atomic import atomic_write_json
+    from reproduce.runtime.table_assembly import assemble, cell_result_path
+
+    spec, root = _cost_spec(), str(tmp_path)
+    for key, value in (("a-s0", 0.01), ("b-s0", 0.01), ("c-s0", 0.02), ("d-s0", 0.03)):
+        cell = _cost_cell(np.full(20, value), np.full(20, 5.0))
+        del cell["per_image"]
+        atomic_write_json(cell_result_path(root, spec, key), cell)
+    out = assemble(root, spec)
+    assert out.best["Time (ms)"] == ["A", "B"] and "±" not in out.markdown and "bootstrap" not in out.markdown
+    assert "Time (ms) lo" not in open(out.csv_path).read()

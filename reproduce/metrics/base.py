@@ -27,6 +27,7 @@ NaN maps or NaN scores are never averaged away: they raise, naming the dataset i
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Iterable
 
@@ -34,7 +35,7 @@ import torch
 from torch import nn
 from torchmetrics import Metric
 
-from reproduce.errors import ConfigError, InputError
+from reproduce.errors import ConfigError, InputError, ReproduceError
 
 Explain = Callable[..., torch.Tensor]
 
@@ -330,6 +331,27 @@ class AttributionMetric(Metric):
             for name, value in saved.items():
                 setattr(self, name, value)
         return {key: float(value) for key, value in out.items() if value.dim() == 0}
+
+    def statistic_batch(self, sums: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """:meth:`statistic` of a batch of sums (each ``[R, *state shape]``, e.g. R bootstrap resamples)
+        -> ``{scalar: [R]}`` float64, NaN where the metric is undefined on a set. One by one unless the
+        metric vectorises it in :meth:`_compute_batch`."""
+        batched = self._compute_batch({name: value.double() for name, value in sums.items()})
+        if batched is not None:
+            return {key: value.double() for key, value in batched.items()}
+        found: list[dict[str, float]] = []
+        for r in range(next(iter(sums.values())).shape[0]):
+            try:
+                found.append(self.statistic({name: value[r] for name, value in sums.items()}))
+            except ReproduceError:
+                found.append({})  # undefined on this set of images
+        keys = sorted({key for value in found for key in value})
+        return {key: torch.tensor([value.get(key, math.nan) for value in found], dtype=torch.float64) for key in keys}
+
+    def _compute_batch(self, sums: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
+        """Optional vectorised statistic: ``{scalar: [R]}`` from sums with a leading batch dim ``R``
+        (the scalar keys of ``_compute``; NaN where undefined), or None to evaluate one by one."""
+        return None
 
     @classmethod
     def for_statistic(cls, options: dict[str, Any], config: dict[str, Any]) -> "AttributionMetric":

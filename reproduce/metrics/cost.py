@@ -50,3 +50,6 @@ class Cost(AttributionMetric):
     def _compute(self) -> dict[str, torch.Tensor]:
         n = self._require_samples(self.count)
         return {k: self.totals[i] / n for i, k in enumerate(COST_KEYS)}
+
+    def _compute_batch(self, sums: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: sums["totals"][:, i] / sums["count"] for i, k in enumerate(COST_KEYS)}

@@ -141,3 +141,6 @@ class MuFidelity(AttributionMetric):
     def _compute(self) -> dict[str, torch.Tensor]:
         n = self._require_samples(self.count)
         return {"mu_fidelity": self.corr_sum / n, "degenerate": self.degenerate.clone()}
+
+    def _compute_batch(self, sums: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {"mu_fidelity": sums["corr_sum"] / sums["count"], "degenerate": sums["degenerate"]}

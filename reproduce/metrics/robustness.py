@@ -28,7 +28,15 @@ import torch
 from reproduce.errors import ConfigError, InputError
 from reproduce.checks import check_choice, check_fraction
 from reproduce.metrics.base import EXPLAIN, EXTRA, AttributionBatch, Explain
-from reproduce.metrics.pxap import HistogramPxAP, default_grid, normalize_01, pxap_edges, pxap_from_histograms, score_histograms
+from reproduce.metrics.pxap import (
+    SYNTHETIC_FN,
+    HistogramPxAP,
+    default_grid,
+    normalize_01,
+    pxap_edges,
+    pxap_from_histograms,
+    score_histograms,
+)
 from reproduce.metrics.registry import register_metric
 from reproduce.metrics.sample_rng import uniform
 
@@ -55,6 +63,30 @@ def per_image_histograms(maps01: torch.Tensor, masks: torch.Tensor, edges: torch
     idx = idx.clamp(max=k - 1) + 1 + (~masks.bool()).flatten(1).long() * (k + 1)
     idx = idx + torch.arange(b, device=idx.device)[:, None] * 2 * (k + 1)
     return torch.bincount(idx.flatten(), minlength=b * 2 * (k + 1)).view(b, 2, k + 1).double()
+
+
+def pxap_batch(hist: torch.Tensor, variant: str) -> torch.Tensor:
+    """:func:`~reproduce.metrics.pxap.pxap_from_histograms`'s PxAP for a batch of pooled histograms
+    ``[R, 2, K + 1]`` -> ``[R]`` (NaN where undefined: no positive pixel), e.g. bootstrap resamples."""
+    pos, neg = hist[:, 0, 1:], hist[:, 1, 1:]
+    tp, fp = pos.flip(-1).cumsum(-1), neg.flip(-1).cumsum(-1)
+    if variant == "comet":
+        total = pos.sum(-1)
+        one = tp.new_ones(tp.shape[0], 1)
+        fn = torch.cat([one * SYNTHETIC_FN, total[:, None] - tp], -1)
+        tp, fp = torch.cat([one, tp], -1), torch.cat([one * 0, fp], -1)
+        defined = (tp + fp) != 0
+        precision = tp / torch.where(defined, tp + fp, torch.ones_like(tp))
+        terms = precision[:, 1:] * torch.diff(tp / (tp + fn), dim=-1)
+        ap = torch.where(defined[:, 1:], terms, torch.zeros_like(terms)).sum(-1)
+    else:
+        total = pos.sum(-1) + hist[:, 0, 0]
+        defined = (tp + fp) != 0
+        precision = tp / torch.where(defined, tp + fp, torch.ones_like(tp))
+        recall = tp / torch.where(total > 0, total, torch.ones_like(total))[:, None]
+        previous = torch.cat([recall.new_zeros(recall.shape[0], 1), recall[:, :-1]], -1)
+        ap = torch.where(defined, precision * (recall - previous), torch.zeros_like(recall)).sum(-1)
+    return torch.where(total > 0, 100 * ap, torch.full_like(ap, float("nan")))
 
 
 def robustness_pxap(maps: torch.Tensor, perturbed_maps: torch.Tensor, *, variant: str = "comet", bins: int | None = None,
@@ -87,6 +119,9 @@ class Robustness(HistogramPxAP):
     @property
     def requires(self) -> tuple[str, ...]:
         return (EXPLAIN, f"{EXTRA}images_bg_shift") if self.perturbation == "bg_shift" else (EXPLAIN,)
+
+    def _compute_batch(self, sums: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {"pxap": pxap_batch(sums["hist"], self.variant)}
 
     def _update(self, batch: AttributionBatch, explain: Explain | None = None) -> None:
         if self.perturbation == "pixel_drop":

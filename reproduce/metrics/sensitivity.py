@@ -84,3 +84,6 @@ class MaxSensitivity(AttributionMetric):
 
     def _compute(self) -> dict[str, torch.Tensor]:
         return {"max_sensitivity": self.value_sum / self._require_samples(self.count)}
+
+    def _compute_batch(self, sums: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {"max_sensitivity": sums["value_sum"] / sums["count"]}

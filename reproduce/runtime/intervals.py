@@ -42,6 +42,7 @@ many when that is fewer than either row's). Fewer than :data:`MIN_IMAGES` images
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from dataclasses import dataclass, replace
@@ -49,7 +50,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from reproduce.errors import DataError, ReproduceError
+from reproduce.errors import DataError
 
 CONFIDENCE = 0.95
 N_RESAMPLES = 2000
@@ -97,8 +98,12 @@ class PerImageStates:
     """One metric's per-image states of one cell, and its statistic on weighted sets of images."""
 
     def __init__(self, label: str, indices: np.ndarray, states: dict[str, np.ndarray],
-                 evaluate: Callable[[dict[str, np.ndarray]], dict[str, float]], prefix: str):
+                 evaluate: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]], prefix: str):
         self.label, self.indices, self.states, self.evaluate, self.prefix = label, indices, states, evaluate, prefix
+        # Every scalar of each weighted set evaluated so far: the same resamples recur (the cell's own
+        # interval, each of its columns, every paired comparison on the same images and seeds).
+        self._memo: dict[bytes, dict[str, np.ndarray]] = {}
+        self._probe = np.random.default_rng(12345).random(indices.size)  # fingerprints weight matrices
         for name, rows in states.items():
             if rows.shape[0] != indices.shape[0]:
                 raise DataError(f"per_image[{label!r}]: state {name!r} has {rows.shape[0]} rows for {indices.shape[0]} indices.")
@@ -123,42 +128,60 @@ class PerImageStates:
         options = entry.get("options") or {}
         name = config.get("metric") or options.get("name") or label
         metric = metric_class(name).for_statistic(options, config)
-        return cls(label, indices, states, metric.statistic, prefix=f"{label}/")
+
+        def evaluate(sums: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            import torch
+
+            out = metric.statistic_batch({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in sums.items()})
+            return {k: v.numpy() for k, v in out.items()}
+
+        return cls(label, indices, states, evaluate, prefix=f"{label}/")
 
     def key(self, scalar: str) -> str:
         return f"{self.prefix}{scalar}"
 
     def restrict(self, indices: np.ndarray) -> "PerImageStates":
         """The rows of the given dataset indices (a subset of this cell's)."""
+        if np.array_equal(indices, self.indices):
+            return self
         rows = np.searchsorted(self.indices, indices)
         return PerImageStates(self.label, self.indices[rows], {k: v[rows] for k, v in self.states.items()},
                               self.evaluate, self.prefix)
 
-    def values(self, weights: np.ndarray, key: str) -> np.ndarray:
-        """The statistic ``key`` on each weighted set of images: ``weights`` ``[B, N]`` (how often each
-        image is drawn) -> ``[B]``; NaN where the metric is undefined on a set."""
+    def values(self, draws: "Draws", key: str) -> np.ndarray:
+        """The statistic ``key`` on each resampled set of images -> ``[R]``; NaN where the metric is
+        undefined on a set."""
         scalar = key[len(self.prefix):]
-        sums = {name: weights @ rows.reshape(rows.shape[0], -1) for name, rows in self.states.items()}
-        out = np.empty(weights.shape[0])
-        for b in range(weights.shape[0]):
-            try:
-                value = self.evaluate({name: s[b].reshape(self.states[name].shape[1:]) for name, s in sums.items()})
-            except (ReproduceError, ZeroDivisionError):
-                value = {}
-            if scalar not in value and b == 0 and value:
-                raise DataError(f"per_image[{self.label!r}] has no scalar {scalar!r}; it gives {sorted(value)}.")
-            out[b] = value.get(scalar, np.nan)
-        return out
+        every = self._every_scalar(draws)
+        if not every:  # undefined on every set
+            return np.full(draws.count, np.nan)
+        if scalar not in every:
+            raise DataError(f"per_image[{self.label!r}] has no scalar {scalar!r}; it gives {sorted(every)}.")
+        return every[scalar]
+
+    def _every_scalar(self, draws: "Draws") -> dict[str, np.ndarray]:
+        # A random projection identifies each multiset of images (two different ones collide with
+        # probability 0), so a resample drawn again by another bootstrap is not evaluated twice.
+        digest = self._probe[draws.samples].sum(1).tobytes() + bytes(str(draws.samples.shape), "ascii")
+        if digest in self._memo:
+            return self._memo[digest]
+        weights = draws.weights
+        sums = {name: (weights @ rows.reshape(rows.shape[0], -1)).reshape(weights.shape[0], *rows.shape[1:])
+                for name, rows in self.states.items()}
+        every = {k: np.asarray(v, dtype=np.float64) for k, v in self.evaluate(sums).items()}
+        self._memo[digest] = every
+        return every
 
     def estimate(self, key: str) -> float:
-        return float(self.values(np.ones((1, self.indices.size)), key)[0])
+        return float(self.values(Draws.everything(self.indices.size), key)[0])
 
 
-def _mean_statistic(sums: dict[str, np.ndarray]) -> dict[str, float]:
-    count = float(np.sum(sums["count"]))
-    if count <= 0:
-        raise ZeroDivisionError
-    return {name: float(np.sum(value)) / count for name, value in sums.items() if name != "count"}
+def _mean_statistic(sums: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``sum(state) / sum(count)`` per resample (rows of scalar states: ``[R]``)."""
+    count = sums["count"].reshape(sums["count"].shape[0])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return {name: np.where(count > 0, value.reshape(count.shape[0]) / count, np.nan)
+                for name, value in sums.items() if name != "count"}
 
 
 def _read_rows(entry: dict[str, Any], label: str, cell_dir: str | None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -181,28 +204,35 @@ def _read_rows(entry: dict[str, Any], label: str, cell_dir: str | None) -> tuple
 
 
 # --- the bootstrap -----------------------------------------------------------------------------------
-def _weights(samples: np.ndarray, size: int) -> np.ndarray:
-    """Counts ``[B, size]`` of each index in each resample ``[B, m]``."""
-    samples = np.asarray(samples, dtype=np.int64)
-    b = samples.shape[0]
-    flat = (samples + size * np.arange(b)[:, None]).reshape(-1)
-    return np.bincount(flat, minlength=b * size).reshape(b, size).astype(np.float64)
+class Draws:
+    """A batch of ``R`` resamples of ``size`` items: index samples ``[R, m]`` (``m = size``, or
+    ``size - 1`` in the jackknife) and, when needed, the counts of each item ``[R, size]``."""
+
+    def __init__(self, samples: np.ndarray, size: int):
+        self.samples = np.asarray(samples, dtype=np.int64).reshape(-1, np.shape(samples)[-1])
+        self.size, self.count = size, self.samples.shape[0]
+
+    @classmethod
+    def everything(cls, size: int) -> "Draws":
+        return cls(np.arange(size)[None], size)
+
+    @functools.cached_property
+    def weights(self) -> np.ndarray:
+        flat = (self.samples + self.size * np.arange(self.count)[:, None]).reshape(-1)
+        return np.bincount(flat, minlength=self.count * self.size).reshape(self.count, self.size).astype(np.float64)
 
 
-def bootstrap(statistic: Callable[[np.ndarray, np.ndarray], np.ndarray], n_images: int, n_seeds: int) -> tuple[float, float, str, str]:
-    """``(low, high, method, note)`` of ``statistic(image weights [B, N], seed weights [B, S]) -> [B]``
-    under the crossed bootstrap of images and seeds (see the module docstring)."""
+def bootstrap(statistic: Callable[[Draws, np.ndarray], np.ndarray], n_images: int, n_seeds: int) -> tuple[float, float, str, str]:
+    """``(low, high, method, note)`` of ``statistic(images: Draws, seed weights [R, S]) -> [R]`` under
+    the crossed bootstrap of images and seeds (see the module docstring)."""
     data = (np.arange(n_images),) if n_seeds == 1 else (np.arange(n_images), np.arange(n_seeds))
 
     def vectorised(*samples: np.ndarray, axis: int = -1) -> np.ndarray:
         images = np.asarray(samples[0])
         shape = images.shape[:-1]
-        w = _weights(images.reshape(-1, images.shape[-1]), n_images)
-        if n_seeds == 1:
-            c = np.ones((w.shape[0], 1))
-        else:
-            c = _weights(np.asarray(samples[1]).reshape(-1, np.asarray(samples[1]).shape[-1]), n_seeds)
-        return statistic(w, c).reshape(shape)
+        draws = Draws(images, n_images)
+        c = np.ones((draws.count, 1)) if n_seeds == 1 else Draws(samples[1], n_seeds).weights
+        return statistic(draws, c).reshape(shape)
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # scipy warns on degenerate (BCa-undefined) distributions; handled below
@@ -223,7 +253,7 @@ def bootstrap(statistic: Callable[[np.ndarray, np.ndarray], np.ndarray], n_image
     return low, high, method, ""
 
 
-def _seed_mean(per_seed: Sequence[PerImageStates], key: str, w: np.ndarray, c: np.ndarray) -> np.ndarray:
+def _seed_mean(per_seed: Sequence[PerImageStates], key: str, w: Draws, c: np.ndarray) -> np.ndarray:
     values = np.stack([states.values(w, key) for states in per_seed], axis=1)  # [B, S]
     return (values * c).sum(1) / c.sum(1)
 
@@ -263,7 +293,7 @@ def paired_interval(a: Sequence[PerImageStates], b: Sequence[PerImageStates] | N
     largest = max(st.indices.size for row in ([a] if b is None else [a, b]) for st in row)
     note = "" if n == largest else f"paired on the {n} images both rows evaluated"
 
-    def effect_of(w: np.ndarray, c: np.ndarray) -> np.ndarray:
+    def effect_of(w: Draws, c: np.ndarray) -> np.ndarray:
         va = _seed_mean(aligned[0], key_a, w, c)
         vb = np.full_like(va, constant) if b is None else factor * _seed_mean(aligned[1], key_b or key_a, w, c)
         if effect == "difference":
@@ -273,7 +303,7 @@ def paired_interval(a: Sequence[PerImageStates], b: Sequence[PerImageStates] | N
 
     if n == 0:
         return Interval(None, n_images=0, n_seeds=s, note="the rows share no image: no paired comparison")
-    estimate = float(effect_of(np.ones((1, n)), np.ones((1, s)))[0])
+    estimate = float(effect_of(Draws.everything(n), np.ones((1, s)))[0])
     estimate = None if not np.isfinite(estimate) else estimate
     if n < MIN_IMAGES:
         return Interval(estimate, n_images=n, n_seeds=s, note=f"fewer than {MIN_IMAGES} paired images (n = {n}): no interval")
@@ -282,14 +312,19 @@ def paired_interval(a: Sequence[PerImageStates], b: Sequence[PerImageStates] | N
 
 
 def row_states(results_by_seed: Sequence[dict[str, Any] | None], key: str,
-               cell_dirs: Sequence[str | None] | None = None) -> tuple[list[PerImageStates] | None, str]:
-    """Per-seed states holding ``key`` for one table row, or ``(None, why not)``."""
+               cell_dirs: Sequence[str | None] | None = None,
+               cache: dict[tuple[int, str], PerImageStates | None] | None = None) -> tuple[list[PerImageStates] | None, str]:
+    """Per-seed states holding ``key`` for one table row, or ``(None, why not)``. ``cache`` (keyed by
+    the result's id and the label) shares the loaded states, and so their evaluations, between columns."""
     label = key.split("/", 1)[0]
     if not results_by_seed or any(r is None for r in results_by_seed):
         return None, "not run"
+    cache = {} if cache is None else cache
     states = []
     for i, result in enumerate(results_by_seed):
-        found = PerImageStates.from_result(result, label, (cell_dirs or [None] * len(results_by_seed))[i])
+        if (id(result), label) not in cache:
+            cache[(id(result), label)] = PerImageStates.from_result(result, label, (cell_dirs or [None] * len(results_by_seed))[i])
+        found = cache[(id(result), label)]
         if found is None:
             return None, f"no per-image states for {label!r} in the cell (it predates them or the metric keeps none)"
         states.append(found)
