@@ -8,7 +8,8 @@ any, and the Markdown shows ``mean ± half-width``. "Best" becomes: the row with
 and every row whose paired interval against it (same images and seeds) includes zero, i.e. every
 row not significantly different from the best (a tie). Rows or columns without per-image states keep
 the plain rule (mean ± std over seeds; bold = equal to the best mean), so tables of older cells read
-exactly as before. Every bootstrap is seeded: two assemblies of the same cells are identical.
+exactly as before; a row whose cells keep states but give no interval (fewer than 10 images) is never
+bold. Every bootstrap is seeded: two assemblies of the same cells are identical.
 """
 
 from __future__ import annotations
@@ -63,9 +64,11 @@ class TableIntervals:
     def _significant_best(self, column: dict[str, Any], table_rows: list[dict[str, Any]], direction: str) -> None:
         name = column["label"]
         means = {r["label"]: r["values"][name][0] for r in table_rows if r["values"][name][0] is not None}
-        if not means:
+        # Only a row with an interval can be the best: a mean over too few images cannot win on noise.
+        contenders = {k: v for k, v in means.items() if (self.intervals.get(k, {}).get(name) or Interval(None)).defined}
+        if not contenders:
             return
-        top = (max if direction == "higher" else min)(means, key=means.get)
+        top = (max if direction == "higher" else min)(contenders, key=contenders.get)
         top_states = self._states.get((top, column["key"]))
         if top_states is None:
             return  # no paired test possible: the plain rule stands
@@ -74,6 +77,8 @@ class TableIntervals:
             if label == top:
                 continue
             states = self._states.get((label, column["key"]))
+            if states is not None and label not in contenders:
+                continue  # per-image states but no interval (too few images): never bold
             versus = None if states is None else paired_interval(top_states, states, column["key"])
             if versus is not None:
                 self.versus_best.setdefault(name, {})[label] = versus.scaled(float(column.get("scale", 1.0)))
