@@ -262,3 +262,45 @@ def test_cells_without_per_image_states_keep_todays_table(tmp_path):
     out = assemble(root, spec)
     assert out.best["Time (ms)"] == ["A", "B"] and "±" not in out.markdown and "bootstrap" not in out.markdown
     assert "Time (ms) lo" not in open(out.csv_path).read()
+
+
+# --- real DDP (two gloo processes), one of them without any image ---------------------------------
+def _ddp_worker(rank: int, world: int, port: int, out_path: str, split: int) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        batch = make_batch(6)
+        out = {}
+        for name in ("robustness", "cost"):
+            metric = _tracked(name)
+            if rank == 0 or split < 6:
+                metric.update(rows(batch, slice(0, split) if rank == 0 else slice(split, 6)), explain=explain)
+            states = metric.per_image_states()  # collective
+            out[name] = {"indices": states["indices"].tolist(), **{k: v.tolist() for k, v in states["states"].items()}}
+        if rank == 0:
+            torch.save(out, out_path)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("split", [2, 6])  # 6: the second process sees no image at all
+def test_per_image_states_gather_across_ddp_processes(tmp_path, split):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "ddp.pt"
+    mp.spawn(_ddp_worker, args=(2, port, str(out), split), nprocs=2, join=True)
+    gathered = torch.load(out)
+    for name in ("robustness", "cost"):
+        metric = _tracked(name)
+        metric.update(make_batch(6), explain=explain)
+        states = metric.per_image_states()
+        assert gathered[name]["indices"] == states["indices"].tolist()
+        for key, value in states["states"].items():
+            assert torch.allclose(torch.tensor(gathered[name][key], dtype=torch.float64), value, atol=1e-12), (name, key)

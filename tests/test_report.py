@@ -147,3 +147,10 @@ def test_claims_files_parse_as_yaml():
     for name in os.listdir(os.path.join(REPO, "conf", "claims")):
         with open(os.path.join(REPO, "conf", "claims", name)) as f:
             assert yaml.safe_load(f)["claims"], name
+
+
+def test_quick_report_reads_the_previews(tmp_path):
+    root, claims_dir, tables_dir = _setup(tmp_path)  # cells of the full table only
+    report = build_report(root, quick=True, wandb_mode="disabled", claims_dir=claims_dir, tables_dir=tables_dir)
+    assert report.path.endswith("REPORT_quick.md") and report.counts["not run"] == 3
+    assert report.markdown.startswith("# QUICK preview") and "table=toyclaims quick=true" in report.markdown

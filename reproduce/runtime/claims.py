@@ -237,8 +237,8 @@ def verdict_of(effect: Interval, direction: str, margin: float) -> str:
 class TableCells:
     """The cells of the tables on disk, by table and row (one result per seed)."""
 
-    def __init__(self, root: str, specs: dict[str, Any]):
-        self.root, self.specs = root, specs  # name -> TableSpec (validated), for the tables to read
+    def __init__(self, root: str, specs: dict[str, Any], quick: bool = False):
+        self.root, self.specs, self.quick = root, specs, quick  # name -> TableSpec (validated) to read
         self._rows: dict[str, dict[str, list[tuple[str, dict[str, Any] | None]]]] = {}
         self._loaded: dict[tuple[int, str], Any] = {}
 
@@ -270,7 +270,8 @@ def evaluate(claim: Claim, cells: TableCells) -> Verdict:
         b, why_b = row_states(results_b, key, dirs_b, cells._loaded)
     if "not run" in (why_a, why_b):
         missing = claim.row if why_a == "not run" else claim.against_row
-        return Verdict(claim, "not run", why=f"no cells of row {missing!r} in table {claim.table!r} (run `python -m reproduce.table table={claim.table}`)")
+        run = f"python -m reproduce.table table={claim.table}{' quick=true' if cells.quick else ''}"
+        return Verdict(claim, "not run", why=f"no cells of row {missing!r} in table {claim.table!r} (run `{run}`)")
     if a is None or (claim.against_row is not None and b is None):
         return Verdict(claim, "untested", why=why_a or why_b)
     ours = cell_interval(a, key).scaled(scale)

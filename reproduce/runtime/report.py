@@ -53,7 +53,7 @@ def build_report(root: str, claim_names: list[str] | None = None, quick: bool = 
         if results:
             assemble(root, spec)
             drawn[name] = table_figures_of(root, spec, results) if figures else {}
-    cells = TableCells(root, specs)
+    cells = TableCells(root, specs, quick)
     verdicts = [evaluate(claim, cells) for claim in claims]
     markdown = render(verdicts, specs, drawn, root, quick)
     path = os.path.join(root, "results", "REPORT_quick.md" if quick else "REPORT.md")
@@ -139,7 +139,7 @@ def render(verdicts: list[Verdict], specs: dict[str, Any], drawn: dict[str, dict
     for name, spec in specs.items():
         lines += [f"### {spec.raw.get('title', spec.name)}", ""]
         if name not in drawn:
-            lines += [f"Not run: no cells on disk (`python -m reproduce.table table={name}`).", ""]
+            lines += [f"Not run: no cells on disk (`python -m reproduce.table table={name}{' quick=true' if quick else ''}`).", ""]
             continue
         if spec.raw.get("protocol"):
             lines += [str(spec.raw["protocol"]).strip(), ""]
