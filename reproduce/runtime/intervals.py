@@ -18,6 +18,7 @@ A cell's ``result.json`` may carry per-image states next to its aggregates (see
 ``<label>/indices`` and ``<label>/<state>`` (compact for large test sets). With
 ``"statistic": "metric"`` the statistic of any set of images is
 ``metric_class(result["metrics"][label]["metric"]).for_statistic(options, config).statistic(sums)``
+(``statistic_batch`` for many sets at once)
 on the sums of its rows: the exact reported number (pooled PxAP, ratios and accuracies included),
 no model needed. Keys: ``<label>/<scalar>`` (a ``"mean"`` state named like its label is the bare key,
 e.g. ``accuracy``).
@@ -36,8 +37,10 @@ the resampled images (the same images for every seed). The interval so covers th
 test images and over training seeds. With one seed it covers images only.
 
 Paired comparisons (row A against row B, or against a constant) evaluate both rows on the same
-resampled images and seeds; rows are paired on the dataset indices they share (the note says how
-many when that is fewer than either row's). Fewer than :data:`MIN_IMAGES` images give no interval.
+resampled images and seeds; rows are paired on the dataset indices they share (the note says so, and
+how many, when a row evaluated more). Fewer than :data:`MIN_IMAGES` images give no interval.
+Each resample's statistic is computed once per cell (memoised), vectorised where the metric allows
+(:meth:`~reproduce.metrics.base.AttributionMetric.statistic_batch`).
 """
 
 from __future__ import annotations
