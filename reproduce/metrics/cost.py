@@ -39,12 +39,17 @@ class Cost(AttributionMetric):
         self._record(source="Attributor.last_cost via batch.extra (cost_extras)", weighting="per image")
         self._add_sum("totals", (len(COST_KEYS),))
         self._add_sum("count")
+        # Per image: the batch's per-image cost, the same for each image of the batch.
+        self._track_per_image("totals", "count")
 
     def _update(self, batch: AttributionBatch, explain=None) -> None:
         per_image = torch.stack([batch.extra[PREFIX + k].double().reshape(()) for k in COST_KEYS])
-        self._accumulate("totals", per_image * batch.size)
-        self._accumulate("count", torch.tensor(float(batch.size)))
+        self._accumulate_rows({"totals": per_image.expand(batch.size, -1),
+                               "count": torch.ones(batch.size, dtype=torch.float64)}, batch.indices)
 
     def _compute(self) -> dict[str, torch.Tensor]:
         n = self._require_samples(self.count)
         return {k: self.totals[i] / n for i, k in enumerate(COST_KEYS)}
+
+    def _compute_batch(self, sums: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: sums["totals"][:, i] / sums["count"] for i, k in enumerate(COST_KEYS)}

@@ -129,15 +129,18 @@ class MuFidelity(AttributionMetric):
         self._add_sum("corr_sum")
         self._add_sum("degenerate")
         self._add_sum("count")
+        self._track_per_image("corr_sum", "degenerate", "count")
 
     def _update(self, batch: AttributionBatch, explain=None) -> None:
         corr, defined = mu_fidelity(self.model, batch.images, batch.maps, batch.targets, batch.indices, grid=self.grid,
                                     subset=self.subset, samples=self.samples, baseline=self.baseline, score=self.score,
                                     correlation=self.correlation, seed=self.seed, max_batch=self.max_batch)
-        self._accumulate("corr_sum", corr.sum())
-        self._accumulate("degenerate", (~defined).double().sum())
-        self._accumulate("count", torch.tensor(float(batch.size)))
+        self._accumulate_rows({"corr_sum": corr, "degenerate": (~defined).double(),
+                               "count": torch.ones(batch.size, dtype=torch.float64)}, batch.indices)
 
     def _compute(self) -> dict[str, torch.Tensor]:
         n = self._require_samples(self.count)
         return {"mu_fidelity": self.corr_sum / n, "degenerate": self.degenerate.clone()}
+
+    def _compute_batch(self, sums: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {"mu_fidelity": sums["corr_sum"] / sums["count"], "degenerate": sums["degenerate"]}

@@ -70,6 +70,7 @@ class MaxSensitivity(AttributionMetric):
                      noise="uniform in the L-inf ball")
         self._add_sum("value_sum")
         self._add_sum("count")
+        self._track_per_image("value_sum", "count")
 
     def _update(self, batch: AttributionBatch, explain: Explain | None = None) -> None:
         noise = sensitivity_noise(batch.images, batch.indices, samples=self.samples, radius=self.radius, seed=self.seed)
@@ -79,8 +80,10 @@ class MaxSensitivity(AttributionMetric):
             return self._explain(explain, images, targets, batch, rows=rows)
 
         values = max_sensitivity(checked, batch.images, batch.targets, batch.maps, noise, self.chunk)
-        self._accumulate("value_sum", values.sum())
-        self._accumulate("count", torch.tensor(float(batch.size)))
+        self._accumulate_rows({"value_sum": values, "count": torch.ones(batch.size, dtype=torch.float64)}, batch.indices)
 
     def _compute(self) -> dict[str, torch.Tensor]:
         return {"max_sensitivity": self.value_sum / self._require_samples(self.count)}
+
+    def _compute_batch(self, sums: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {"max_sensitivity": sums["value_sum"] / sums["count"]}

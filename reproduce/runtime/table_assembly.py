@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from reproduce.atomic import atomic_write_json, atomic_write_text
+from reproduce.runtime.table_intervals import TableIntervals
 from reproduce.runtime.table_spec import TableSpec
 
 
@@ -82,6 +83,10 @@ def assemble(root: str, spec: TableSpec, extra_meta: dict[str, Any] | None = Non
         if direction in ("higher", "lower") and candidates:
             top = (max if direction == "higher" else min)(candidates.values())
             best[column["label"]] = [label for label, v in candidates.items() if math.isclose(v, top, rel_tol=1e-9, abs_tol=1e-12)]
+    # Cells with per-image states: 95 % intervals, and "best" only where significant (paired).
+    intervals = TableIntervals.build(spec, results, table_rows, best, directions,
+                                     cell_dir=lambda key: os.path.dirname(cell_result_path(root, spec, key)))
+    best = intervals.best
 
     # CSV: one line per row, mean/std/n per column and the paper value beside it.
     buffer = io.StringIO()
@@ -89,6 +94,7 @@ def assemble(root: str, spec: TableSpec, extra_meta: dict[str, Any] | None = Non
     header = ["method", "model", "attributor"]
     for column in spec.columns:
         header += [f"{column['label']}", f"{column['label']} std", f"{column['label']} n", f"{column['label']} paper"]
+        header += intervals.csv_header(column)
     writer.writerow(header)
     for r in table_rows:
         line = [r["label"], r["model"], r["attributor"]]
@@ -96,6 +102,7 @@ def assemble(root: str, spec: TableSpec, extra_meta: dict[str, Any] | None = Non
             mean, std, n = r["values"][column["label"]]
             line += ["" if mean is None else repr(round(mean, 6)), "" if std is None else repr(round(std, 6)), n,
                      paper.get(r["label"], {}).get(column["label"], "")]
+            line += intervals.csv_cells(r["label"], column)
         writer.writerow(line)
     csv_path = os.path.join(root, "results", f"{spec.name}.csv")
     atomic_write_text(csv_path, buffer.getvalue())
@@ -112,9 +119,11 @@ def assemble(root: str, spec: TableSpec, extra_meta: dict[str, Any] | None = Non
         for column in spec.columns:
             mean, std, n = r["values"][column["label"]]
             digits = int(column.get("digits", 2))
-            text = _fmt(mean, digits)
-            if n and n > 1:
-                text += f" ± {_fmt(std, digits)}"
+            text = intervals.markdown(r["label"], column, mean, digits)
+            if text is None:  # no per-image states: mean ± std over seeds
+                text = _fmt(mean, digits)
+                if n and n > 1:
+                    text += f" ± {_fmt(std, digits)}"
             if r["label"] in best.get(column["label"], []):
                 text = f"**{text}**"
             ref = paper.get(r["label"], {}).get(column["label"])
@@ -126,12 +135,15 @@ def assemble(root: str, spec: TableSpec, extra_meta: dict[str, Any] | None = Non
     n_seeds = len(spec.seeds)
     lines.append(f"Mean{' ± std' if n_seeds > 1 else ''} over {n_seeds} seed(s); best per column in bold; "
                  "paper values in parentheses where known (empty where the paper's number could not be read).")
+    if intervals.footnote():
+        lines.append(intervals.footnote())
     if missing:
         lines.append(f"\nMissing cells (not yet evaluated): {', '.join(missing)}.")
     markdown = "\n".join(lines) + "\n"
     md_path = os.path.join(root, "results", f"{spec.name}.md")
     atomic_write_text(md_path, markdown)
     atomic_write_json(os.path.join(root, "results", f"{spec.name}.json"), {
-        "table": spec.name, "rows": table_rows, "best": best, "missing": missing, **(extra_meta or {}),
+        "table": spec.name, "rows": table_rows, "best": best, "missing": missing, "intervals": intervals.as_json(),
+        **(extra_meta or {}),
     })
     return Assembled(table_rows, missing, best, directions, results, markdown, csv_path, md_path)
