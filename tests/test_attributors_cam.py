@@ -261,3 +261,68 @@ def test_rollout_needs_a_vit(cnn):
 def test_rollout_rejects_bad_options(vit, options):
     with pytest.raises(InputError):
         create("attention_rollout", vit, **options)
+
+
+# --- pytorch-grad-cam's eigen_smooth and aug_smooth -------------------------------------------------
+def _captured_projection(monkeypatch):
+    """Record pytorch-grad-cam's raw eigen projection (before its ReLU and scaling)."""
+    captured = []
+    original = grad_cam_base.get_2d_projection
+
+    def spy(activation_batch):
+        captured.append(torch.from_numpy(original(activation_batch)))
+        return captured[-1].numpy()
+
+    monkeypatch.setattr(grad_cam_base, "get_2d_projection", spy)
+    return captured
+
+
+@pytest.mark.parametrize("model_name,cell", [("cnn", 16), ("vit", 8)])
+def test_eigen_smooth_matches_pytorch_grad_cam_up_to_the_fixed_sign(model_name, cell, request, images, monkeypatch):
+    model = request.getfixturevalue(model_name)
+    x, target = images[:2], torch.tensor(TARGETS)
+    layer, reshape = (model.layer4, None) if model_name == "cnn" else (model.blocks[-1].norm1, _fold_tokens)
+    captured = _captured_projection(monkeypatch)
+    ref = _library_cam(GradCAM, model, layer, x, _no_scaling, monkeypatch, reshape=reshape)
+    with GradCAM(model=model, target_layers=[layer], reshape_transform=reshape) as cam:
+        cam(input_tensor=x, targets=[ClassifierOutputTarget(t) for t in TARGETS], eigen_smooth=True)
+    theirs = captured[-1]  # [2, h, w], LAPACK's sign
+    signed = _grid(create("gradcam", model, eigen_smooth=True, relu=False, upsample="nearest").attribute(x, target), cell)
+    plain = _grid(create("gradcam", model, relu=False, upsample="nearest").attribute(x, target), cell)
+    for b in range(2):
+        sign = 1.0 if torch.allclose(signed[b], theirs[b], rtol=1e-3, atol=1e-4 * theirs[b].abs().max()) else -1.0
+        _assert_matches(signed[b], sign * theirs[b], rtol=1e-3)
+        # Our sign: the projection agrees with the plain CAM's evidence.
+        assert ((signed[b] - signed[b].mean()) * (plain[b] - plain[b].mean())).sum() >= 0
+    ours = _grid(create("gradcam", model, eigen_smooth=True, upsample="nearest").attribute(x, target), cell)
+    torch.testing.assert_close(ours, signed.clamp_min(0))
+    assert not torch.allclose(ours, ref, rtol=1e-2, atol=1e-2 * ref.abs().max().item())  # the flag matters
+
+
+def _sign_fixed_projection(monkeypatch):
+    """pytorch-grad-cam's projection with our sign rule (agree with the centred channel sum)."""
+    original = grad_cam_base.get_2d_projection
+
+    def fixed(activation_batch):
+        projection = original(activation_batch)
+        plain = activation_batch.sum(1)
+        agree = ((projection - projection.mean((1, 2), keepdims=True)) * (plain - plain.mean((1, 2), keepdims=True))).sum((1, 2))
+        return np.float32(np.where(agree[:, None, None] < 0, -projection, projection))
+
+    monkeypatch.setattr(grad_cam_base, "get_2d_projection", fixed)
+
+
+@pytest.mark.parametrize("eigen", [False, True])
+def test_aug_smooth_matches_pytorch_grad_cam_end_to_end(cnn, images, eigen, monkeypatch):
+    x, target = images[:2], torch.tensor(TARGETS)
+    _sign_fixed_projection(monkeypatch)
+    with GradCAM(model=cnn, target_layers=[cnn.layer4]) as cam:
+        ref = torch.from_numpy(cam(input_tensor=x, targets=[ClassifierOutputTarget(t) for t in TARGETS],
+                                   aug_smooth=True, eigen_smooth=eigen))
+    attributor = create("gradcam", cnn, aug_smooth=True, eigen_smooth=eigen)
+    ours = attributor.attribute(x, target)
+    torch.testing.assert_close(ours, ref, rtol=1e-4, atol=2e-4)
+    assert attributor.last_cost["forward_per_image"] == 6 and attributor.last_cost["backward_per_image"] == 6
+    torch.testing.assert_close(attributor.attribute(x, target), ours)  # deterministic
+    plain = create("gradcam", cnn, eigen_smooth=eigen, normalize="minmax").attribute(x, target)
+    assert not torch.allclose(ours, plain, atol=1e-2)  # the augmentations matter

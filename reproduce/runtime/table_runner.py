@@ -134,7 +134,7 @@ def cell_config(spec: TableSpec, cell: Cell, root: str, checkpoints: dict[tuple[
         if key in row or key in spec.raw:
             cfg[key] = row.get(key, spec.raw.get(key))
     cfg.cell = {"table": spec.name, "row": row["label"], "model_role": role, "seed": cell.seed,
-                "attributor": row["attributor"]}
+                "attributor": row["attributor"], "scorer_role": row.get("scorer") or role}
     return cfg
 
 
