@@ -326,3 +326,23 @@ def test_aug_smooth_matches_pytorch_grad_cam_end_to_end(cnn, images, eigen, monk
     torch.testing.assert_close(attributor.attribute(x, target), ours)  # deterministic
     plain = create("gradcam", cnn, eigen_smooth=eigen, normalize="minmax").attribute(x, target)
     assert not torch.allclose(ours, plain, atol=1e-2)  # the augmentations matter
+
+
+@pytest.mark.parametrize("name", ["gradcam", "attention_rollout"])
+def test_nearest_upsampling_ranks_patches_by_their_token_values(vit, images, name):
+    from reproduce.metrics import rank_descending
+    from reproduce.metrics.perturbation_curves import patch_scores
+
+    x, target = images[:2], torch.tensor(TARGETS)
+    tokens = create(name, vit, upsample="nearest").attribute(x, target)[:, ::8, ::8]  # [2, 8, 8] token map
+    grid = create(name, vit).grid_cam(x, target) if name == "gradcam" else tokens
+    torch.testing.assert_close(tokens, grid)
+    nearest = patch_scores(create(name, vit, upsample="nearest").attribute(x, target), (8, 8))
+    torch.testing.assert_close(nearest, tokens.reshape(2, 64), rtol=1e-6, atol=0)  # a patch's mean is its token's value
+    assert torch.equal(rank_descending(nearest), rank_descending(tokens.reshape(2, 64)))
+    # Bilinear upsampling then the patch mean is a 3x3 blur of the token map (the old MoXI ranking).
+    blurred = patch_scores(create(name, vit).attribute(x, target), (8, 8)).view(2, 8, 8)
+    kernel = torch.tensor([0.125, 0.75, 0.125])
+    expected = torch.nn.functional.conv2d(tokens[:, None], (kernel[:, None] * kernel[None, :])[None, None])[:, 0]
+    torch.testing.assert_close(blurred[:, 1:-1, 1:-1], expected, rtol=1e-4, atol=1e-6)
+    assert not torch.equal(rank_descending(blurred.reshape(2, 64)), rank_descending(tokens.reshape(2, 64)))
