@@ -17,6 +17,12 @@ Algorithms (all from ``skimage.segmentation``; unknown option names are rejected
   image area (at least 5).
 - ``watershed``: compact watershed on the Sobel gradient of the grey image (the form LIME and
   XRAI users take): ``markers`` 50 below 128 px (100 from 128 px), ``compactness`` 0.001.
+
+And one control that is not an algorithm: ``pixel`` makes every pixel its own segment. A
+super-pixel method with it is the singleton-segment limit of its grouped version (for the simple
+gradient ``|sum_c g|`` per pixel, per noisy copy for the SmoothGrad family), so comparing the pixel
+method, the ``pixel`` control and a real segmenter separates the change of channel reduction
+(e.g. ``max_c |g|`` -> ``|sum_c g|``) from the effect of grouping.
 """
 
 from __future__ import annotations
@@ -52,6 +58,11 @@ class SegmenterSpec:
     fixed: tuple[str, ...] = ()  # keyword arguments set here, not by the user
 
 
+def _pixel_segments(image: np.ndarray) -> np.ndarray:
+    """Every pixel its own segment (labels in raster order)."""
+    return np.arange(image.shape[0] * image.shape[1]).reshape(image.shape[:2])
+
+
 SEGMENTERS: dict[str, SegmenterSpec] = {
     "slic": SegmenterSpec(
         run=lambda image, **p: segmentation.slic(image, channel_axis=-1, start_label=0, **p),
@@ -76,10 +87,13 @@ SEGMENTERS: dict[str, SegmenterSpec] = {
         defaults=lambda h, w: {"markers": 100 if _side(h, w) >= 128 else 50, "compactness": 0.001},
         more_segments="increase markers",
     ),
+    "pixel": SegmenterSpec(run=_pixel_segments, defaults=lambda h, w: {}, more_segments="use a larger image"),
 }
 
 
 def _accepted(name: str) -> set[str]:
+    if name == "pixel":
+        return set()
     fn = {
         "slic": segmentation.slic,
         "quickshift": segmentation.quickshift,
