@@ -114,3 +114,22 @@ def test_moxi_specs_rank_cam_and_rollout_at_token_resolution(compose, name):
         if row["attributor"] == "gradcam":
             assert row["attributor_options"].get("eigen_smooth") and row["attributor_options"].get("aug_smooth")
     assert "token resolution" in spec.raw["protocol"]
+
+
+def test_an_undefined_cell_is_shown_but_never_marked_best(tmp_path):
+    """MeGe of two barely trained models can be undefined (NaN): the table shows it, best skips it."""
+    from reproduce.atomic import atomic_write_json
+    from reproduce.runtime.table_assembly import assemble, cell_result_path
+
+    spec = TableSpec.from_config({
+        "name": "toy", "models": {"m": {"train": ["experiment=quickstart_cnn"]}},
+        "metrics": {"mege": {"name": "mege", "others": ["@m"]}},
+        "rows": [{"label": "A", "model": "m", "attributor": "saliency"}, {"label": "B", "model": "m", "attributor": "gradcam"}],
+        "columns": [{"label": "MeGe", "key": "mege/mege", "digits": 1}],
+    })
+    for key, value in (("a-s0", float("nan")), ("b-s0", 20.0)):
+        atomic_write_json(cell_result_path(str(tmp_path), spec, key),
+                          {"scalars": {"mege/mege": value}, "directions": {"mege/mege": "higher"}})
+    out = assemble(str(tmp_path), spec)
+    assert out.best == {"MeGe": ["B"]}
+    assert "| A | m | — |" in open(out.md_path).read()
