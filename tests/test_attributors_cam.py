@@ -13,7 +13,7 @@ import pytorch_grad_cam.base_cam as grad_cam_base
 from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, ScoreCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from reproduce.attributors import create
-from reproduce.errors import InputError
+from reproduce.errors import ConfigError, InputError
 from reproduce.models import ModelAdapter
 
 TARGETS = [2, 5]
@@ -136,7 +136,7 @@ def test_scorecam_max_channels_renormalises_over_the_most_varied_channels(vit, i
         torch.testing.assert_close(weights[b], expected, rtol=1e-4, atol=1e-7)
     fast.attribute(x, target)
     assert fast.last_cost["forward_per_image"] == 1 + 8
-    with pytest.raises(InputError, match="max_channels"):
+    with pytest.raises(ConfigError, match="max_channels"):
         create("scorecam", vit, max_channels=0)
 
 
@@ -166,7 +166,7 @@ def test_default_layer_comes_from_the_adapter(cnn, vit):
 
 @pytest.mark.parametrize("name", ["gradcam", "gradcam_pp", "scorecam"])
 def test_unknown_layer_lists_the_cam_layers(cnn, name):
-    with pytest.raises(InputError) as err:
+    with pytest.raises(ConfigError) as err:
         create(name, cnn, layer="layer9")
     message = str(err.value)
     assert "layer9" in message
@@ -174,8 +174,8 @@ def test_unknown_layer_lists_the_cam_layers(cnn, name):
         assert repr(layer) in message
 
 
-def test_bad_upsample_mode_is_an_input_error(cnn):
-    with pytest.raises(InputError, match="upsample"):
+def test_bad_upsample_mode_is_a_config_error(cnn):
+    with pytest.raises(ConfigError, match="upsample"):
         create("gradcam", cnn, upsample="area")
 
 

@@ -14,7 +14,7 @@ from torch import nn
 
 from reproduce.attributors import create
 from reproduce.attributors.gradient import reduce_channels
-from reproduce.errors import InputError
+from reproduce.errors import ConfigError, InputError
 
 TARGET = torch.tensor([0, 3, 5])
 
@@ -263,8 +263,8 @@ def test_sparsified_smoothgrad_equals_reference_loop(cnn, images):
         ("sparsified_smoothgrad", {"tau": 0.0}, "tau"),
     ],
 )
-def test_bad_options_raise_input_error(cnn, name, options, fragment):
-    with pytest.raises(InputError, match=fragment):
+def test_bad_options_raise_config_error(cnn, name, options, fragment):
+    with pytest.raises(ConfigError, match=fragment):
         create(name, cnn, **options)
 
 

@@ -15,7 +15,7 @@ from reproduce.attributors import create, get_class
 from reproduce.attributors import segmenters as seg
 from reproduce.attributors.segmenters import SegmentationCache, Segmenter
 from reproduce.attributors.superpixel import group_maps
-from reproduce.errors import InputError
+from reproduce.errors import ConfigError, InputError
 from reproduce.models import DataConfig, ModelAdapter, create_model
 
 
@@ -189,14 +189,14 @@ def test_one_segment_parameters_raise_input_error(name, options, fragment):
         Segmenter(name, options, SegmentationCache())(photos(64)[:1], IDENTITY)
 
 
-def test_bad_segmenter_options_raise_input_error(cnn):
-    with pytest.raises(InputError, match="Unknown segmenter"):
+def test_bad_segmenter_options_raise_config_error(cnn):
+    with pytest.raises(ConfigError, match="Unknown segmenter"):
         Segmenter("grabcut")
-    with pytest.raises(InputError, match="n_segmens"):
+    with pytest.raises(ConfigError, match="n_segmens"):
         Segmenter("slic", {"n_segmens": 10})
-    with pytest.raises(InputError, match="reduce"):
+    with pytest.raises(ConfigError, match="reduce"):
         create("superpixel", cnn, reduce="median")
-    with pytest.raises(InputError, match="itself"):
+    with pytest.raises(ConfigError, match="itself"):
         create("superpixel", cnn, base="superpixel")
 
 
@@ -262,5 +262,5 @@ def test_pixel_segmenter_is_the_singleton_limit_of_grouping(cnn, images):
     noisy = (x.unsqueeze(1) + tunnel.noise(x)).flatten(0, 1)
     per_copy = tunnel.base.signed(noisy, target.repeat_interleave(3)).sum(1).abs().unflatten(0, (2, 3)).mean(1)
     torch.testing.assert_close(sg.attribute(x, target), per_copy, rtol=1e-4, atol=1e-6)  # mean_j |sum_c g_j|
-    with pytest.raises(InputError, match="no option"):
+    with pytest.raises(ConfigError, match="no option"):
         Segmenter("pixel", {"n_segments": 4})

@@ -40,7 +40,7 @@ from torch import nn
 from reproduce.checks import check_bool, check_choice
 from reproduce.attributors.base import Attributor
 from reproduce.attributors.registry import register
-from reproduce.errors import InputError
+from reproduce.errors import ConfigError, InputError
 from reproduce.models import FEATURES, ModelAdapter, record_backward
 from reproduce.models.hooks import get_submodule
 
@@ -51,7 +51,7 @@ AUG_FACTORS = (0.9, 1.0, 1.1)
 
 
 def check_upsample(mode: str) -> str:
-    check_choice("upsample", mode, UPSAMPLE_MODES, error=InputError)
+    check_choice("upsample", mode, UPSAMPLE_MODES)
     return mode
 
 
@@ -99,10 +99,10 @@ def resolve_cam_layer(adapter: ModelAdapter, layer: str | None) -> str:
         return adapter.default_cam_layer
     names = adapter.cam_layer_names()
     if not isinstance(layer, str) or not layer:
-        raise InputError(f"layer must be a sub-module name such as one of {names}, got {layer!r}.")
+        raise ConfigError(f"layer must be a sub-module name such as one of {names}, got {layer!r}.")
     if layer == FEATURES:
         if FEATURES not in names:
-            raise InputError(
+            raise ConfigError(
                 f"{type(adapter.model).__name__} has no forward_features; name a layer instead "
                 f"(one of {names} or a name from model.named_modules())."
             )
@@ -110,7 +110,7 @@ def resolve_cam_layer(adapter: ModelAdapter, layer: str | None) -> str:
     try:
         get_submodule(adapter.model, layer)
     except InputError:
-        raise InputError(
+        raise ConfigError(
             f"CAM layer {layer!r} does not exist in {type(adapter.model).__name__}. Use one of "
             f"{names} (layer=None picks {adapter.default_cam_layer!r}) or any name from "
             "model.named_modules()."
@@ -199,7 +199,7 @@ class CAM(Attributor):
             score = self.target_scores(logits, target).sum()
             (gradient,) = torch.autograd.grad(score, activation, allow_unused=True)
         if gradient is None:
-            raise InputError(
+            raise ConfigError(
                 f"The class scores do not depend on layer {self.layer!r}; pick a layer the "
                 f"prediction is computed from (one of {self.adapter.cam_layer_names()})."
             )
@@ -265,9 +265,9 @@ class ScoreCAM(CAM):
     ):
         super().__init__(model, layer=layer, **options)
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-            raise InputError(f"batch_size must be a positive integer, got {batch_size!r}.")
+            raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}.")
         if max_channels is not None and (not isinstance(max_channels, int) or isinstance(max_channels, bool) or max_channels < 1):
-            raise InputError(f"max_channels must be None (all channels) or a positive integer, got {max_channels!r}.")
+            raise ConfigError(f"max_channels must be None (all channels) or a positive integer, got {max_channels!r}.")
         self.batch_size = batch_size
         self.max_channels = max_channels
 

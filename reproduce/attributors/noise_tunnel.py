@@ -38,7 +38,7 @@ from reproduce.checks import check_choice, positive_int
 from reproduce.attributors.base import Attributor, Grouping
 from reproduce.attributors.gradient import GradientAttributor
 from reproduce.attributors.registry import available, create, get_class, register
-from reproduce.errors import InputError
+from reproduce.errors import ConfigError
 
 # signed attributions of the noisy copies [B, m, C, H, W] -> per-copy maps [B, m, C, H, W] or [B, m, H, W]
 SampleTransform = Callable[[torch.Tensor], torch.Tensor]
@@ -109,22 +109,22 @@ class SmoothGrad(Attributor):
         super().__init__(model, normalize=normalize)
         base_options = dict(base_options or {})
         if "normalize" in base_options:
-            raise InputError(f"Set normalize on {self.name} itself, not in base_options: the base's maps are averaged raw.")
+            raise ConfigError(f"Set normalize on {self.name} itself, not in base_options: the base's maps are averaged raw.")
         if not issubclass(get_class(base), GradientAttributor):
-            raise InputError(
+            raise ConfigError(
                 f"{self.name} needs a gradient attributor as base, got {base!r}; use one of {gradient_attributors()}."
             )
         self.base: GradientAttributor = create(base, model, **base_options)
-        self.n_samples = positive_int("n_samples", n_samples, error=InputError)
+        self.n_samples = positive_int("n_samples", n_samples)
         if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not 0 <= sigma < float("inf"):
-            raise InputError(f"sigma must be a non-negative fraction of the image range (e.g. 0.15), got {sigma!r}.")
+            raise ConfigError(f"sigma must be a non-negative fraction of the image range (e.g. 0.15), got {sigma!r}.")
         self.sigma = float(sigma)
         if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**31:
-            raise InputError(f"seed must be an integer in [0, 2**31), got {seed!r}.")
+            raise ConfigError(f"seed must be an integer in [0, 2**31), got {seed!r}.")
         self.seed = seed
         self.noise_mode = check_choice("noise", noise, NOISE_MODES)
         self.model_key = model_fingerprint(model) if noise == "per_model" else None
-        self.batch_size = positive_int("batch_size", batch_size, error=InputError)
+        self.batch_size = positive_int("batch_size", batch_size)
 
     def noise(self, x: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
         """The perturbations of copies ``start..stop-1``: ``[B, stop - start, C, H, W]``."""
@@ -206,9 +206,9 @@ class SparsifiedSmoothGrad(SmoothGrad):
         super().__init__(model, sigma=sigma, **kwargs)
         for name, value in (("tau", tau), ("saturate", saturate)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
-                raise InputError(f"{name} must be a fraction in (0, 1], got {value!r}.")
+                raise ConfigError(f"{name} must be a fraction in (0, 1], got {value!r}.")
         if saturate > tau:
-            raise InputError(f"saturate ({saturate}) must not exceed tau ({tau}): saturated elements are among the kept ones.")
+            raise ConfigError(f"saturate ({saturate}) must not exceed tau ({tau}): saturated elements are among the kept ones.")
         self.tau = float(tau)
         self.saturate = float(saturate)
 

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from skimage import color, filters, segmentation
 
-from reproduce.errors import InputError
+from reproduce.errors import ConfigError, InputError
 from reproduce.models import DataConfig
 
 
@@ -112,7 +112,7 @@ class SegmentationCache:
 
     def __init__(self, max_entries: int = 1024):
         if isinstance(max_entries, bool) or not isinstance(max_entries, int) or max_entries < 0:
-            raise InputError(f"max_entries must be a non-negative integer, got {max_entries!r}.")
+            raise ConfigError(f"max_entries must be a non-negative integer, got {max_entries!r}.")
         self.max_entries = max_entries
         self._store: OrderedDict[tuple, np.ndarray] = OrderedDict()
         self.hits = 0
@@ -158,11 +158,11 @@ class Segmenter:
 
     def __init__(self, name: str = "slic", options: dict[str, Any] | None = None, cache: SegmentationCache | None = None):
         if name not in SEGMENTERS:
-            raise InputError(f"Unknown segmenter {name!r}; use one of {sorted(SEGMENTERS)}.")
+            raise ConfigError(f"Unknown segmenter {name!r}; use one of {sorted(SEGMENTERS)}.")
         options = dict(options or {})
         unknown = sorted(set(options) - _accepted(name))
         if unknown:
-            raise InputError(f"Segmenter {name!r} has no option(s) {unknown}; it accepts {sorted(_accepted(name))}.")
+            raise ConfigError(f"Segmenter {name!r} has no option(s) {unknown}; it accepts {sorted(_accepted(name))}.")
         self.name = name
         self.options = options
         self.cache = DEFAULT_CACHE if cache is None else cache
@@ -195,7 +195,7 @@ class Segmenter:
         try:
             raw = spec.run(image, **params)
         except (ValueError, TypeError) as err:
-            raise InputError(f"Segmenter {self.name!r} rejected its parameters {params}: {err}") from err
+            raise ConfigError(f"Segmenter {self.name!r} rejected its parameters {params}: {err}") from err
         _, contiguous = np.unique(raw, return_inverse=True)
         count = int(contiguous.max()) + 1
         if count < 2:

@@ -38,7 +38,7 @@ from reproduce.checks import check_choice
 from reproduce.attributors.base import Attributor
 from reproduce.attributors.registry import create, get_class, register
 from reproduce.attributors.segmenters import SegmentationCache, Segmenter
-from reproduce.errors import InputError
+from reproduce.errors import ConfigError
 
 REDUCE_CHOICES = ("sum", "mean")
 
@@ -53,7 +53,7 @@ def group_maps(maps: torch.Tensor, labels: torch.Tensor, reduce: str = "sum") ->
     Returns:
         a tensor like ``maps``, constant on every segment.
     """
-    check_choice("reduce", reduce, REDUCE_CHOICES, error=InputError)
+    check_choice("reduce", reduce, REDUCE_CHOICES)
     b, h, w = labels.shape
     flat = maps.reshape(b, -1, h * w)
     index = labels.reshape(b, 1, h * w).expand_as(flat)
@@ -107,10 +107,10 @@ class SuperPixel(Attributor):
         super().__init__(model, normalize=normalize)
         base_options = dict(base_options or {})
         if base == self.name:
-            raise InputError("superpixel cannot wrap itself; choose a pixel-level base method.")
+            raise ConfigError("superpixel cannot wrap itself; choose a pixel-level base method.")
         if "normalize" in base_options:
-            raise InputError("Set normalize on superpixel itself, not in base_options: grouping needs the raw map.")
-        check_choice("reduce", reduce, REDUCE_CHOICES, error=InputError)
+            raise ConfigError("Set normalize on superpixel itself, not in base_options: grouping needs the raw map.")
+        check_choice("reduce", reduce, REDUCE_CHOICES)
         self.base: Attributor = create(base, model, **base_options)
         self.segmenter = Segmenter(segmenter, segmenter_options, cache)
         self.reduce = reduce
