@@ -158,3 +158,20 @@ def test_vit_only_methods_refuse_a_cnn(name, cnn):
     cls = cls_of(name)
     with pytest.raises(InputError, match="Vision Transformer"):
         create(name, cnn, **cls.smoke_options)
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_declared_hooks_keep_their_contract(name, request, images):
+    """``provides_steps``, ``last_extras`` and ``extra_cost`` are declared (and documented) on the
+    base class; every method's values follow the declaration."""
+    from reproduce.attributors import Attributor
+
+    for hook in ("last_extras", "extra_cost", "grouped"):
+        assert getattr(Attributor, hook).__doc__
+    attributor, _ = build(name, request)
+    attributor.attribute(images[:1], TARGET[:1])
+    extras = attributor.last_extras()
+    assert isinstance(extras, dict) and all(v.shape[0] == 1 for v in extras.values())
+    if type(attributor).provides_steps:
+        assert {"step_area", "step_score"} <= set(extras)
+    assert set(attributor.extra_cost(1)) <= set(attributor.last_cost)

@@ -13,7 +13,7 @@ import pytorch_grad_cam.base_cam as grad_cam_base
 from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, ScoreCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from reproduce.attributors import create
-from reproduce.errors import InputError
+from reproduce.errors import ConfigError, InputError
 from reproduce.models import ModelAdapter
 
 TARGETS = [2, 5]
@@ -136,7 +136,7 @@ def test_scorecam_max_channels_renormalises_over_the_most_varied_channels(vit, i
         torch.testing.assert_close(weights[b], expected, rtol=1e-4, atol=1e-7)
     fast.attribute(x, target)
     assert fast.last_cost["forward_per_image"] == 1 + 8
-    with pytest.raises(InputError, match="max_channels"):
+    with pytest.raises(ConfigError, match="max_channels"):
         create("scorecam", vit, max_channels=0)
 
 
@@ -166,7 +166,7 @@ def test_default_layer_comes_from_the_adapter(cnn, vit):
 
 @pytest.mark.parametrize("name", ["gradcam", "gradcam_pp", "scorecam"])
 def test_unknown_layer_lists_the_cam_layers(cnn, name):
-    with pytest.raises(InputError) as err:
+    with pytest.raises(ConfigError) as err:
         create(name, cnn, layer="layer9")
     message = str(err.value)
     assert "layer9" in message
@@ -174,8 +174,8 @@ def test_unknown_layer_lists_the_cam_layers(cnn, name):
         assert repr(layer) in message
 
 
-def test_bad_upsample_mode_is_an_input_error(cnn):
-    with pytest.raises(InputError, match="upsample"):
+def test_bad_upsample_mode_is_a_config_error(cnn):
+    with pytest.raises(ConfigError, match="upsample"):
         create("gradcam", cnn, upsample="area")
 
 
@@ -261,3 +261,88 @@ def test_rollout_needs_a_vit(cnn):
 def test_rollout_rejects_bad_options(vit, options):
     with pytest.raises(InputError):
         create("attention_rollout", vit, **options)
+
+
+# --- pytorch-grad-cam's eigen_smooth and aug_smooth -------------------------------------------------
+def _captured_projection(monkeypatch):
+    """Record pytorch-grad-cam's raw eigen projection (before its ReLU and scaling)."""
+    captured = []
+    original = grad_cam_base.get_2d_projection
+
+    def spy(activation_batch):
+        captured.append(torch.from_numpy(original(activation_batch)))
+        return captured[-1].numpy()
+
+    monkeypatch.setattr(grad_cam_base, "get_2d_projection", spy)
+    return captured
+
+
+@pytest.mark.parametrize("model_name,cell", [("cnn", 16), ("vit", 8)])
+def test_eigen_smooth_matches_pytorch_grad_cam_up_to_the_fixed_sign(model_name, cell, request, images, monkeypatch):
+    model = request.getfixturevalue(model_name)
+    x, target = images[:2], torch.tensor(TARGETS)
+    layer, reshape = (model.layer4, None) if model_name == "cnn" else (model.blocks[-1].norm1, _fold_tokens)
+    captured = _captured_projection(monkeypatch)
+    ref = _library_cam(GradCAM, model, layer, x, _no_scaling, monkeypatch, reshape=reshape)
+    with GradCAM(model=model, target_layers=[layer], reshape_transform=reshape) as cam:
+        cam(input_tensor=x, targets=[ClassifierOutputTarget(t) for t in TARGETS], eigen_smooth=True)
+    theirs = captured[-1]  # [2, h, w], LAPACK's sign
+    signed = _grid(create("gradcam", model, eigen_smooth=True, relu=False, upsample="nearest").attribute(x, target), cell)
+    plain = _grid(create("gradcam", model, relu=False, upsample="nearest").attribute(x, target), cell)
+    for b in range(2):
+        sign = 1.0 if torch.allclose(signed[b], theirs[b], rtol=1e-3, atol=1e-4 * theirs[b].abs().max()) else -1.0
+        _assert_matches(signed[b], sign * theirs[b], rtol=1e-3)
+        # Our sign: the projection agrees with the plain CAM's evidence.
+        assert ((signed[b] - signed[b].mean()) * (plain[b] - plain[b].mean())).sum() >= 0
+    ours = _grid(create("gradcam", model, eigen_smooth=True, upsample="nearest").attribute(x, target), cell)
+    torch.testing.assert_close(ours, signed.clamp_min(0))
+    assert not torch.allclose(ours, ref, rtol=1e-2, atol=1e-2 * ref.abs().max().item())  # the flag matters
+
+
+def _sign_fixed_projection(monkeypatch):
+    """pytorch-grad-cam's projection with our sign rule (agree with the centred channel sum)."""
+    original = grad_cam_base.get_2d_projection
+
+    def fixed(activation_batch):
+        projection = original(activation_batch)
+        plain = activation_batch.sum(1)
+        agree = ((projection - projection.mean((1, 2), keepdims=True)) * (plain - plain.mean((1, 2), keepdims=True))).sum((1, 2))
+        return np.float32(np.where(agree[:, None, None] < 0, -projection, projection))
+
+    monkeypatch.setattr(grad_cam_base, "get_2d_projection", fixed)
+
+
+@pytest.mark.parametrize("eigen", [False, True])
+def test_aug_smooth_matches_pytorch_grad_cam_end_to_end(cnn, images, eigen, monkeypatch):
+    x, target = images[:2], torch.tensor(TARGETS)
+    _sign_fixed_projection(monkeypatch)
+    with GradCAM(model=cnn, target_layers=[cnn.layer4]) as cam:
+        ref = torch.from_numpy(cam(input_tensor=x, targets=[ClassifierOutputTarget(t) for t in TARGETS],
+                                   aug_smooth=True, eigen_smooth=eigen))
+    attributor = create("gradcam", cnn, aug_smooth=True, eigen_smooth=eigen)
+    ours = attributor.attribute(x, target)
+    torch.testing.assert_close(ours, ref, rtol=1e-4, atol=2e-4)
+    assert attributor.last_cost["forward_per_image"] == 6 and attributor.last_cost["backward_per_image"] == 6
+    torch.testing.assert_close(attributor.attribute(x, target), ours)  # deterministic
+    plain = create("gradcam", cnn, eigen_smooth=eigen, normalize="minmax").attribute(x, target)
+    assert not torch.allclose(ours, plain, atol=1e-2)  # the augmentations matter
+
+
+@pytest.mark.parametrize("name", ["gradcam", "attention_rollout"])
+def test_nearest_upsampling_ranks_patches_by_their_token_values(vit, images, name):
+    from reproduce.metrics import rank_descending
+    from reproduce.metrics.perturbation_curves import patch_scores
+
+    x, target = images[:2], torch.tensor(TARGETS)
+    tokens = create(name, vit, upsample="nearest").attribute(x, target)[:, ::8, ::8]  # [2, 8, 8] token map
+    grid = create(name, vit).grid_cam(x, target) if name == "gradcam" else tokens
+    torch.testing.assert_close(tokens, grid)
+    nearest = patch_scores(create(name, vit, upsample="nearest").attribute(x, target), (8, 8))
+    torch.testing.assert_close(nearest, tokens.reshape(2, 64), rtol=1e-6, atol=0)  # a patch's mean is its token's value
+    assert torch.equal(rank_descending(nearest), rank_descending(tokens.reshape(2, 64)))
+    # Bilinear upsampling then the patch mean is a 3x3 blur of the token map (the old MoXI ranking).
+    blurred = patch_scores(create(name, vit).attribute(x, target), (8, 8)).view(2, 8, 8)
+    kernel = torch.tensor([0.125, 0.75, 0.125])
+    expected = torch.nn.functional.conv2d(tokens[:, None], (kernel[:, None] * kernel[None, :])[None, None])[:, 0]
+    torch.testing.assert_close(blurred[:, 1:-1, 1:-1], expected, rtol=1e-4, atol=1e-6)
+    assert not torch.equal(rank_descending(blurred.reshape(2, 64)), rank_descending(tokens.reshape(2, 64)))

@@ -14,7 +14,7 @@ from torch import nn
 
 from reproduce.attributors import create
 from reproduce.attributors.gradient import reduce_channels
-from reproduce.errors import InputError
+from reproduce.errors import ConfigError, InputError
 
 TARGET = torch.tensor([0, 3, 5])
 
@@ -185,6 +185,30 @@ def test_smoothgrad_seeded_and_chunking_invariant(cnn, images):
     assert (a - c).abs().max() > 1e-3 * a.abs().max()
 
 
+def _retrained(seed: int):
+    from reproduce.models import create_model
+
+    torch.manual_seed(seed)
+    return create_model("resnet10t_os16", num_classes=6).eval()
+
+
+@pytest.mark.parametrize("name", ["smoothgrad", "sparsified_smoothgrad"])
+def test_two_models_draw_independent_noise_and_one_model_the_same(images, name):
+    model_a, model_b, model_a_again = _retrained(0), _retrained(1), _retrained(0)
+    x = images[:1]
+    noise_a = create(name, model_a, n_samples=3).noise(x)
+    noise_b = create(name, model_b, n_samples=3).noise(x)
+    assert (noise_a - noise_b).abs().max() > 0.1 * noise_a.abs().max()  # independent draws per model
+    assert torch.equal(create(name, model_a, n_samples=3).noise(x), noise_a)  # reproducible for one model
+    assert torch.equal(create(name, model_a_again, n_samples=3).noise(x), noise_a)  # same weights, same noise
+    shared_a = create(name, model_a, n_samples=3, noise="shared").noise(x)
+    assert torch.equal(shared_a, create(name, model_b, n_samples=3, noise="shared").noise(x))  # the old rule
+    assert not torch.equal(shared_a, noise_a)
+    # A super-pixel wrapper and an evaluator's reference attributor build their tunnels the same way.
+    wrapped = create("superpixel", model_b, base=name, base_options={"n_samples": 3})
+    assert torch.equal(wrapped.base.noise(x), noise_b)
+
+
 def test_noise_scales_with_each_image_range(cnn):
     x = torch.stack([torch.linspace(0, 1, 3 * 64 * 64).view(3, 64, 64), torch.linspace(0, 4, 3 * 64 * 64).view(3, 64, 64)])
     noise = create("smoothgrad", cnn, n_samples=3, sigma=0.1).noise(x)
@@ -239,8 +263,8 @@ def test_sparsified_smoothgrad_equals_reference_loop(cnn, images):
         ("sparsified_smoothgrad", {"tau": 0.0}, "tau"),
     ],
 )
-def test_bad_options_raise_input_error(cnn, name, options, fragment):
-    with pytest.raises(InputError, match=fragment):
+def test_bad_options_raise_config_error(cnn, name, options, fragment):
+    with pytest.raises(ConfigError, match=fragment):
         create(name, cnn, **options)
 
 

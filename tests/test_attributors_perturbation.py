@@ -13,7 +13,7 @@ from torch import nn
 
 from reproduce.attributors import create
 from reproduce.attributors.hsic import binary_design, hsic_binary
-from reproduce.errors import InputError
+from reproduce.errors import ConfigError, InputError
 
 
 class TinyNet(nn.Module):
@@ -111,11 +111,11 @@ def test_occlusion_counts_one_forward_per_window():
 
 def test_occlusion_rejects_gaps_and_oversized_windows():
     model = TinyNet().eval()
-    with pytest.raises(InputError, match="stride"):
+    with pytest.raises(ConfigError, match="stride"):
         create("occlusion", model, window=4, stride=5)
     with pytest.raises(InputError, match="window"):
         create("occlusion", model, window=32, stride=8).attribute(torch.randn(1, 3, 20, 18), 0)
-    with pytest.raises(InputError, match="output"):
+    with pytest.raises(ConfigError, match="output"):
         create("occlusion", model, output="softmax")
 
 

@@ -67,11 +67,47 @@ def test_quantile_selection_keeps_ties_and_rank_selection_is_exact():
     maps = torch.zeros(1, 10, 10)
     maps[0, :3] = 1.0  # 30 tied top pixels
     quantile = M.top_fraction_masks(maps, [0.1], "quantile")
-    rank = M.top_fraction_masks(maps, [0.1], "rank")
+    rank = M.top_fraction_masks(maps, [0.1], "rank", tie_break="raster")
     assert quantile.sum().item() == 30  # COMET's binarize_map: map >= quantile(map, 0.9) = 1
     assert rank.sum().item() == 10 and rank[0, 0, 0].all()  # the first 10 in raster order
     threshold = torch.quantile(maps.flatten(), 0.9)
     assert torch.equal(quantile[0, 0], maps[0] >= threshold)
+
+
+def _fractions(maps, **options):
+    images = torch.ones(maps.shape[0], 3, *maps.shape[1:])
+    labels = torch.zeros(maps.shape[0], dtype=torch.long)
+    metric = M.create_metric("fidelity", RegionModel(maps.shape[-1]), **options)
+    metric.update(_batch(images, maps, labels))
+    return metric.compute()
+
+
+def test_rank_selection_keeps_exactly_half_of_a_cam_with_sixty_percent_zeros():
+    g = torch.Generator().manual_seed(0)
+    cam = torch.rand(2, 16, 16, generator=g) + 0.1
+    cam.view(2, -1)[:, :154] = 0  # 154 of 256 pixels = 60 % ReLU zeros
+    out = _fractions(cam, remove=(0.1,), keep=(0.5,))  # the default: rank, random tie-break
+    assert out["kept_fraction_50"].item() == 128 / 256 and out["removed_fraction_10"].item() == 26 / 256
+    old = _fractions(cam, remove=(0.1,), keep=(0.5,), selection="quantile")
+    assert old["kept_fraction_50"].item() == 1.0  # the median is 0: ">= quantile" keeps the whole image
+    metric = M.create_metric("fidelity", RegionModel(), remove=(0.1,), keep=(0.5,))
+    assert {"removed_fraction_10", "kept_fraction_50"} <= set(metric.diagnostics)
+    assert metric.config()["tie_break"] == "random" and metric.config()["tie_seed"] == 0
+
+
+def test_rank_selection_removes_exactly_ten_percent_of_a_region_constant_map():
+    regions = torch.arange(4).repeat_interleave(4).view(4, 4).repeat_interleave(5, 0).repeat_interleave(5, 1)
+    maps = regions[None].float().expand(2, 20, 20).contiguous()  # 4 constant regions of 25 % each
+    out = _fractions(maps, remove=(0.1,), keep=(0.5,))
+    assert out["removed_fraction_10"].item() == 0.1 and out["kept_fraction_50"].item() == 0.5
+    assert _fractions(maps, remove=(0.1,), selection="quantile")["removed_fraction_10"].item() == 0.25
+    top = M.top_fraction_masks(maps, [0.1], indices=torch.tensor([3, 4]))[:, 0]
+    assert (top & (regions == 3)).sum().item() == 2 * 40  # all 40 pixels from the top region
+    raster = M.top_fraction_masks(maps, [0.1], tie_break="raster")[0, 0]
+    assert not torch.equal(top[0], raster)  # a random part of the region, not its first rows
+    alone = M.top_fraction_masks(maps[1:], [0.1], indices=torch.tensor([4]))[:, 0]
+    assert torch.equal(alone[0], top[1])  # seeded by (seed, dataset index): batch-mates do not matter
+    assert not torch.equal(top[0], top[1])  # and each image draws its own tie order
 
 
 def test_fidelity_fractions_are_checked():

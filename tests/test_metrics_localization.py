@@ -107,8 +107,27 @@ def test_pointing_game_on_ground_truth_and_constant_maps():
     assert M.pointing_hits(masks.float(), masks).all()
     constant = torch.ones(2, 32, 32)
     # ties="first": the first maximum is the top-left pixel, 10 px from the mask corner > 15*32/224.
-    assert not M.pointing_hits(constant, masks).any()
+    assert not M.pointing_hits(constant, masks, ties="first").any()
     assert M.pointing_hits(constant, masks, ties="any").all()  # Quantus' rule: any maximum may hit
+    assert M.pointing_hits(constant, masks).all()  # the default centroid rule points at the centre
+
+
+def test_a_region_constant_map_points_at_its_region_centroid():
+    maps = torch.zeros(3, 32, 32)
+    maps[0, 4:13, 16:29] = 1.0  # a 9x13 region: centroid (8, 22), a pixel of the region
+    maps[1, 4:12, 16:28] = 1.0  # an 8x12 region: centroid (7.5, 21.5), 4 equally near pixels -> (7, 21)
+    maps[2, 0:3, 0:3] = maps[2, 0:3, 29:32] = 1.0  # two blobs: centroid (1, 15.5) is on neither
+    points = M.localization.pointing_points(maps).view(3, 32, 32)
+    assert [tuple(p.nonzero()[0].tolist()) for p in points] == [(8, 22), (7, 21), (1, 2)]
+    assert points.flatten(1).sum(1).tolist() == [1, 1, 1]
+    first = M.localization.pointing_points(maps, "first").view(3, 32, 32)
+    assert tuple(first[0].nonzero()[0].tolist()) == (4, 16)  # the old rule: the region's top-left pixel
+    # The mask covers the region's centre but not its top-left corner (3.2 px tolerance at 32 px).
+    masks = torch.zeros(1, 32, 32, dtype=torch.bool)
+    masks[0, 7:10, 20:25] = True
+    assert M.pointing_hits(maps[:1], masks).item() and not M.pointing_hits(maps[:1], masks, ties="first").item()
+    metric = M.create_metric("pointing_game")
+    assert metric.config()["ties"] == "centroid" and "centroid" in metric.config()["tie_rule"]
 
 
 def test_pointing_tolerance_is_torchray_strict_and_scales_with_the_image():

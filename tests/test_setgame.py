@@ -16,7 +16,7 @@ from reproduce.attributors.setgame import (
     rank_scores,
     reward_from_logits,
 )
-from reproduce.errors import InputError
+from reproduce.errors import ConfigError, InputError
 from reproduce.models import FillMasker, Partition, TokenDropMasker, count_passes, create_model
 
 
@@ -172,7 +172,7 @@ def test_regions_by_segmenter_name(cnn, images):
     counts = [len(torch.unique(lab)) for lab in labels]
     assert a.last_result.num_players.tolist() == counts
     assert a.config()["regions"] == "segmenter:slic" and a.config()["region_options"] == options
-    with pytest.raises(InputError, match="segmenter"):
+    with pytest.raises(ConfigError, match="segmenter"):
         create("moxi_minus", cnn, regions="slico")
     with pytest.raises(InputError, match="region_options"):
         create("moxi_minus", cnn, region_options=options)

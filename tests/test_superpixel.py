@@ -15,8 +15,8 @@ from reproduce.attributors import create, get_class
 from reproduce.attributors import segmenters as seg
 from reproduce.attributors.segmenters import SegmentationCache, Segmenter
 from reproduce.attributors.superpixel import group_maps
-from reproduce.errors import InputError
-from reproduce.models import DataConfig, create_model
+from reproduce.errors import ConfigError, InputError
+from reproduce.models import DataConfig, ModelAdapter, create_model
 
 
 def photos(size: int) -> torch.Tensor:
@@ -189,14 +189,14 @@ def test_one_segment_parameters_raise_input_error(name, options, fragment):
         Segmenter(name, options, SegmentationCache())(photos(64)[:1], IDENTITY)
 
 
-def test_bad_segmenter_options_raise_input_error(cnn):
-    with pytest.raises(InputError, match="Unknown segmenter"):
+def test_bad_segmenter_options_raise_config_error(cnn):
+    with pytest.raises(ConfigError, match="Unknown segmenter"):
         Segmenter("grabcut")
-    with pytest.raises(InputError, match="n_segmens"):
+    with pytest.raises(ConfigError, match="n_segmens"):
         Segmenter("slic", {"n_segmens": 10})
-    with pytest.raises(InputError, match="reduce"):
+    with pytest.raises(ConfigError, match="reduce"):
         create("superpixel", cnn, reduce="median")
-    with pytest.raises(InputError, match="itself"):
+    with pytest.raises(ConfigError, match="itself"):
         create("superpixel", cnn, base="superpixel")
 
 
@@ -225,3 +225,42 @@ def test_smoke_config_keeps_the_base_method_and_segmenter():
     )
     assert options["base"] == "integrated_gradients" and options["segmenter"] == "quickshift"
     assert options["base_options"] == {"steps": get_class("integrated_gradients").smoke_options["steps"], "baseline": 0.0}
+
+
+# --- the public hook and the channel-reduction control ----------------------------------------
+def test_superpixel_uses_the_base_methods_public_grouping_hook(cnn, images, monkeypatch):
+    from reproduce.attributors import Attributor
+    from reproduce.attributors import superpixel as sp_module
+    from reproduce.attributors.registry import ATTRIBUTORS
+
+    class ChannelMean(Attributor):
+        """A method outside the gradient family that declares where its grouping goes."""
+
+        def _attribute(self, x, target):
+            return x.mean(1)
+
+        def grouped(self, x, target, group):
+            return group(x.mean(1)).abs()  # group first, then a nonlinearity
+
+    monkeypatch.setitem(ATTRIBUTORS.classes, "channel_mean", ChannelMean)
+    labels = Segmenter("slic", cache=SegmentationCache())(images, ModelAdapter(cnn).data_config)
+    ours = create("superpixel", cnn, base="channel_mean").attribute(images, 0)
+    torch.testing.assert_close(ours, group_maps(images.mean(1), labels).abs())
+    # The wrapper knows no base type: no isinstance ladder, no private call into the base.
+    assert not hasattr(sp_module, "SmoothGrad") and not hasattr(sp_module, "GradientAttributor")
+
+
+def test_pixel_segmenter_is_the_singleton_limit_of_grouping(cnn, images):
+    x, target = images[:2], torch.tensor([1, 4])
+    control = create("superpixel", cnn, base="saliency", segmenter="pixel").attribute(x, target)
+    signed = create("saliency", cnn, abs=False, channel_reduction="sum").attribute(x, target)
+    torch.testing.assert_close(control, signed.abs())  # |sum_c g| per pixel
+    pixel = create("saliency", cnn).attribute(x, target)  # the paper's baseline: max_c |g|
+    assert not torch.allclose(control, pixel)  # the control changes the channel reduction only
+    sg = create("superpixel", cnn, base="smoothgrad", base_options={"n_samples": 3}, segmenter="pixel")
+    tunnel = create("smoothgrad", cnn, n_samples=3, base_options={"abs": False})
+    noisy = (x.unsqueeze(1) + tunnel.noise(x)).flatten(0, 1)
+    per_copy = tunnel.base.signed(noisy, target.repeat_interleave(3)).sum(1).abs().unflatten(0, (2, 3)).mean(1)
+    torch.testing.assert_close(sg.attribute(x, target), per_copy, rtol=1e-4, atol=1e-6)  # mean_j |sum_c g_j|
+    with pytest.raises(ConfigError, match="no option"):
+        Segmenter("pixel", {"n_segments": 4})

@@ -12,7 +12,7 @@ Subclasses implement ``_attribute(x, target) -> [B, H, W]``; :meth:`Attributor.a
 from __future__ import annotations
 
 import time
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import torch
 from torch import nn
@@ -22,6 +22,10 @@ from reproduce.errors import InputError, ReproduceError
 from reproduce.models import ModelAdapter, count_passes, inference_state, record_backward
 
 NORMALIZE_CHOICES = (None, "minmax", "max_abs", "sum")
+
+# A grouping of maps: ``[B, ..., H, W] -> [B, ..., H, W]``, constant on each segment of an image
+# (the super-pixel wrapper's segment sum or mean; see :meth:`Attributor.grouped`).
+Grouping = Callable[[torch.Tensor], torch.Tensor]
 
 
 def check_inputs(inputs: Any, adapter: ModelAdapter) -> torch.Tensor:
@@ -112,6 +116,10 @@ class Attributor:
     requires_vit: ClassVar[bool] = False
     # Why the generic contract tests cannot run this method on a random model (None = they can).
     contract_skip: ClassVar[str | None] = None
+    #: Whether :meth:`last_extras` holds the method's per-step path (``step_area``, ``step_score``
+    #: ``[B, k]``: SMDL's greedy search), which metrics such as ``average_highest_confidence`` read;
+    #: an evaluator checks it before the test loop, so a metric that needs the path fails early.
+    provides_steps: ClassVar[bool] = False
 
     @classmethod
     def smoke_config(cls, options: dict[str, Any]) -> dict[str, Any]:
@@ -119,7 +127,7 @@ class Attributor:
         return {**options, **cls.smoke_options}
 
     def __init__(self, model: nn.Module, normalize: str | None = None):
-        check_choice("normalize", normalize, NORMALIZE_CHOICES, error=InputError)
+        check_choice("normalize", normalize, NORMALIZE_CHOICES)
         self.model = model
         self.adapter = ModelAdapter(model)
         self.normalize = normalize
@@ -147,6 +155,7 @@ class Attributor:
             "seconds_per_image": elapsed / b,
             "forward_per_image": counter.forward / b,
             "backward_per_image": counter.backward / b,
+            **self.extra_cost(b),
         }
         if maps.shape != (b, *x.shape[-2:]):
             raise ReproduceError(
@@ -163,6 +172,30 @@ class Attributor:
 
     def _attribute(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    # Declared hooks (defaults here; methods override what they provide).
+    def last_extras(self) -> dict[str, torch.Tensor]:
+        """Per-sample tensors of the last :meth:`attribute` call that metrics read from
+        ``AttributionBatch.extra`` (``{key: [B, ...]}``); empty unless the method has some (SMDL's
+        greedy path, see :attr:`provides_steps`)."""
+        return {}
+
+    def extra_cost(self, batch_size: int) -> dict[str, float]:
+        """Method-specific entries added to :attr:`last_cost` after each call, per image (e.g. the
+        super-pixel wrapper's segmentation time); ``batch_size`` is the number of images explained."""
+        return {}
+
+    def grouped(self, x: torch.Tensor, target: torch.Tensor, group: Grouping) -> torch.Tensor:
+        """Maps ``[B, H, W]`` with ``group`` applied where grouping belongs in this method.
+
+        The hook of wrappers that pool a method over image regions (the super-pixel wrapper).
+        ``x`` is a checked batch and ``target`` a resolved ``[B]`` tensor: call it from inside an
+        :meth:`attribute` call (a wrapper's own ``_attribute``), which sets the model state and
+        counts the passes. By default the final map is grouped; gradient methods and noise tunnels
+        override it to group the signed, channel-summed attribution before their nonlinearity (see
+        :mod:`reproduce.attributors.superpixel`). ``normalize`` is not applied.
+        """
+        return group(self._attribute(x, target))
 
     # Helpers shared by gradient-based families.
     def target_scores(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

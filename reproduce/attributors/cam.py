@@ -13,6 +13,20 @@ Conventions (checked against pytorch-grad-cam 1.5.7 in ``tests/test_attributors_
   sample's map never depends on its batch-mates (the mean-reduced loss of grad-cam#584 does);
 - the weighted sum, ReLU and upsampling stay on the input's device; there is NO per-map min-max
   scaling (pytorch-grad-cam always applies one): pass ``normalize="minmax"`` to get its scale.
+
+pytorch-grad-cam's two smoothing flags (MoXI runs Grad-CAM with both) are options of every CAM:
+
+- ``eigen_smooth``: the map is the projection of the weighted activations ``w_c A_c`` (pixels x
+  channels, centred per channel) on their first right singular vector, instead of their channel sum
+  (pytorch-grad-cam's ``get_2d_projection``). The sign of a singular vector is arbitrary (LAPACK
+  picks one, and pytorch-grad-cam keeps it); here the sign is fixed so that the projection
+  correlates non-negatively with the plain CAM (the channel sum), so the ReLU keeps the side of the
+  principal component that agrees with the class evidence, on every device and platform.
+- ``aug_smooth``: pytorch-grad-cam's test-time augmentation, deterministic: the 6 inputs
+  ``x * f`` and ``flip(x * f)`` for ``f`` in (0.9, 1, 1.1) (a horizontal flip and a multiplication
+  in the model's normalised space, ttach's ``HorizontalFlip`` x ``Multiply``), each CAM upsampled,
+  min-max scaled to [0, 1] as pytorch-grad-cam scales every CAM (``(c - min) / (1e-7 + max - min)``),
+  flipped back, and averaged. It costs 6 times the passes; the maps lie in [0, 1].
 """
 
 from __future__ import annotations
@@ -23,18 +37,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reproduce.checks import check_choice
+from reproduce.checks import check_bool, check_choice
 from reproduce.attributors.base import Attributor
 from reproduce.attributors.registry import register
-from reproduce.errors import InputError
+from reproduce.errors import ConfigError, InputError
 from reproduce.models import FEATURES, ModelAdapter, record_backward
 from reproduce.models.hooks import get_submodule
 
 UPSAMPLE_MODES = ("bilinear", "bicubic", "nearest")
+# pytorch-grad-cam's default test-time augmentation (ttach): horizontal flip x input multiplication.
+AUG_FLIPS = (False, True)
+AUG_FACTORS = (0.9, 1.0, 1.1)
 
 
 def check_upsample(mode: str) -> str:
-    check_choice("upsample", mode, UPSAMPLE_MODES, error=InputError)
+    check_choice("upsample", mode, UPSAMPLE_MODES)
     return mode
 
 
@@ -52,16 +69,40 @@ def upsample_maps(maps: torch.Tensor, size: tuple[int, int], mode: str) -> torch
     return F.interpolate(maps.unsqueeze(1), size=size, mode=mode, **extra).squeeze(1)
 
 
+def eigen_projection(weighted: torch.Tensor) -> torch.Tensor:
+    """``[B, C, h, w] -> [B, h, w]``: projection on the first principal component (see the module docstring).
+
+    Per sample, the ``h*w`` x ``C`` matrix of ``weighted`` is centred per channel and projected on
+    its first right singular vector, signed so that the projection's dot product with the centred
+    channel sum is ``>= 0``.
+    """
+    b, c, h, w = weighted.shape
+    rows = weighted.flatten(2).transpose(1, 2).double()  # [B, hw, C]
+    centred = rows - rows.mean(1, keepdim=True)
+    first = torch.linalg.svd(centred, full_matrices=False).Vh[:, 0]  # [B, C]
+    projection = torch.einsum("bpc,bc->bp", centred, first)
+    plain = centred.sum(2)
+    sign = torch.where((projection * plain).sum(1) < 0, -1.0, 1.0).to(projection)
+    return (projection * sign[:, None]).view(b, h, w).to(weighted.dtype)
+
+
+def minmax_unit(maps: torch.Tensor) -> torch.Tensor:
+    """pytorch-grad-cam's ``scale_cam_image`` scaling, per map: ``(m - min) / (1e-7 + max - min)``."""
+    flat = maps.flatten(1)
+    lo = flat.amin(1, keepdim=True)
+    return ((flat - lo) / (1e-7 + flat.amax(1, keepdim=True) - lo)).view_as(maps)
+
+
 def resolve_cam_layer(adapter: ModelAdapter, layer: str | None) -> str:
     """The layer name a CAM reads; fails early, listing the usual choices, if it does not exist."""
     if layer is None:
         return adapter.default_cam_layer
     names = adapter.cam_layer_names()
     if not isinstance(layer, str) or not layer:
-        raise InputError(f"layer must be a sub-module name such as one of {names}, got {layer!r}.")
+        raise ConfigError(f"layer must be a sub-module name such as one of {names}, got {layer!r}.")
     if layer == FEATURES:
         if FEATURES not in names:
-            raise InputError(
+            raise ConfigError(
                 f"{type(adapter.model).__name__} has no forward_features; name a layer instead "
                 f"(one of {names} or a name from model.named_modules())."
             )
@@ -69,7 +110,7 @@ def resolve_cam_layer(adapter: ModelAdapter, layer: str | None) -> str:
     try:
         get_submodule(adapter.model, layer)
     except InputError:
-        raise InputError(
+        raise ConfigError(
             f"CAM layer {layer!r} does not exist in {type(adapter.model).__name__}. Use one of "
             f"{names} (layer=None picks {adapter.default_cam_layer!r}) or any name from "
             "model.named_modules()."
@@ -85,7 +126,11 @@ class CAM(Attributor):
         layer: the layer whose output is weighted (see :func:`resolve_cam_layer`); ``None`` =
             ``adapter.default_cam_layer``.
         relu: clip negative evidence (as every CAM paper and pytorch-grad-cam do).
-        upsample: ``"bilinear"`` (default, as pytorch-grad-cam), ``"bicubic"`` or ``"nearest"``.
+        upsample: ``"bilinear"`` (default, as pytorch-grad-cam), ``"bicubic"`` or ``"nearest"``
+            (with an integer factor each cell becomes a block, so a patch's mean is its token's value:
+            MoXI ranks patches by the token-resolution CAM).
+        eigen_smooth: first principal component of the weighted activations instead of their sum.
+        aug_smooth: average over pytorch-grad-cam's 6 deterministic test-time augmentations.
         normalize: see :class:`Attributor` (off by default).
     """
 
@@ -98,12 +143,16 @@ class CAM(Attributor):
         layer: str | None = None,
         relu: bool = True,
         upsample: str = "bilinear",
+        eigen_smooth: bool = False,
+        aug_smooth: bool = False,
         normalize: str | None = None,
     ):
         super().__init__(model, normalize=normalize)
         self.layer = resolve_cam_layer(self.adapter, layer)
         self.relu = bool(relu)
         self.upsample = check_upsample(upsample)
+        self.eigen_smooth = check_bool("eigen_smooth", eigen_smooth)
+        self.aug_smooth = check_bool("aug_smooth", aug_smooth)
 
     def channel_weights(
         self, activations: torch.Tensor, gradients: torch.Tensor | None, inputs: torch.Tensor, target: torch.Tensor
@@ -118,12 +167,23 @@ class CAM(Attributor):
     def grid_cam(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The CAM ``[B, h, w]`` at the layer's resolution (ReLU applied if ``relu``)."""
         activations, gradients = self.layer_activations(x, target)
-        weights = self.channel_weights(activations, gradients, x, target)
-        cam = torch.einsum("bc,bchw->bhw", weights.to(activations.dtype), activations)
+        weights = self.channel_weights(activations, gradients, x, target).to(activations.dtype)
+        if self.eigen_smooth:
+            cam = eigen_projection(weights[:, :, None, None] * activations)
+        else:
+            cam = torch.einsum("bc,bchw->bhw", weights, activations)
         return cam.clamp_min(0) if self.relu else cam
 
     def _attribute(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return upsample_maps(self.grid_cam(x, target), x.shape[-2:], self.upsample)
+        if not self.aug_smooth:
+            return upsample_maps(self.grid_cam(x, target), x.shape[-2:], self.upsample)
+        total = torch.zeros(x.shape[0], *x.shape[-2:], device=x.device, dtype=x.dtype)
+        for flip in AUG_FLIPS:
+            for factor in AUG_FACTORS:
+                augmented = (x.flip(-1) if flip else x) * factor
+                cam = minmax_unit(upsample_maps(self.grid_cam(augmented, target), x.shape[-2:], self.upsample))
+                total += cam.flip(-1) if flip else cam
+        return total / (len(AUG_FLIPS) * len(AUG_FACTORS))
 
     def layer_activations(self, x: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Folded activation ``[B, C, h, w]`` and, if needed, its target-logit gradient."""
@@ -139,7 +199,7 @@ class CAM(Attributor):
             score = self.target_scores(logits, target).sum()
             (gradient,) = torch.autograd.grad(score, activation, allow_unused=True)
         if gradient is None:
-            raise InputError(
+            raise ConfigError(
                 f"The class scores do not depend on layer {self.layer!r}; pick a layer the "
                 f"prediction is computed from (one of {self.adapter.cam_layer_names()})."
             )
@@ -205,9 +265,9 @@ class ScoreCAM(CAM):
     ):
         super().__init__(model, layer=layer, **options)
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-            raise InputError(f"batch_size must be a positive integer, got {batch_size!r}.")
+            raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}.")
         if max_channels is not None and (not isinstance(max_channels, int) or isinstance(max_channels, bool) or max_channels < 1):
-            raise InputError(f"max_channels must be None (all channels) or a positive integer, got {max_channels!r}.")
+            raise ConfigError(f"max_channels must be None (all channels) or a positive integer, got {max_channels!r}.")
         self.batch_size = batch_size
         self.max_channels = max_channels
 

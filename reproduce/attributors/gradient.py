@@ -31,9 +31,9 @@ import torch
 from torch import nn
 
 from reproduce.checks import check_choice, choice_error
-from reproduce.attributors.base import Attributor
+from reproduce.attributors.base import Attributor, Grouping
 from reproduce.attributors.registry import register
-from reproduce.errors import InputError
+from reproduce.errors import ConfigError, InputError
 from reproduce.models import fill_tensor
 
 CHANNEL_REDUCTIONS = ("sum", "mean", "max", "l2")
@@ -49,7 +49,7 @@ def reduce_channels(attribution: torch.Tensor, how: str) -> torch.Tensor:
         return attribution.amax(-3)
     if how == "l2":
         return attribution.norm(dim=-3)
-    raise choice_error("channel_reduction", how, CHANNEL_REDUCTIONS, error=InputError)
+    raise choice_error("channel_reduction", how, CHANNEL_REDUCTIONS)
 
 
 class GradientAttributor(Attributor):
@@ -62,8 +62,8 @@ class GradientAttributor(Attributor):
     def __init__(self, model: nn.Module, abs: bool = False, channel_reduction: str = "sum", normalize: str | None = None):
         super().__init__(model, normalize=normalize)
         if not isinstance(abs, bool):
-            raise InputError(f"abs must be True or False, got {abs!r}.")
-        check_choice("channel_reduction", channel_reduction, CHANNEL_REDUCTIONS, error=InputError)
+            raise ConfigError(f"abs must be True or False, got {abs!r}.")
+        check_choice("channel_reduction", channel_reduction, CHANNEL_REDUCTIONS)
         self.abs = abs
         self.channel_reduction = channel_reduction
 
@@ -92,6 +92,15 @@ class GradientAttributor(Attributor):
 
     def _attribute(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return self.reduce_channels(self.elementwise(self.signed(x, target)))
+
+    def grouped(self, x: torch.Tensor, target: torch.Tensor, group: Grouping) -> torch.Tensor:
+        """Group the signed attribution summed over channels, then apply ``abs`` (stage 2).
+
+        The channel reduction (stage 3) is not used: shifting a segment moves all its channels, so
+        the segment value is ``sum_{i in G} sum_c signed_{c,i}`` (the exact derivative of the
+        segment shift for saliency; completeness for IG).
+        """
+        return self.elementwise(group(self.signed(x, target).sum(1)))
 
 
 @register("saliency")
@@ -181,16 +190,16 @@ class IntegratedGradients(GradientAttributor):
         normalize: str | None = None,
     ):
         super().__init__(model, abs=abs, channel_reduction=channel_reduction, normalize=normalize)
-        check_choice("method", method, INTEGRATION_METHODS, error=InputError)
+        check_choice("method", method, INTEGRATION_METHODS)
         least = 1 if method == "gausslegendre" else 2
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < least:
-            raise InputError(f"steps must be an integer >= {least} for method {method!r}, got {steps!r}.")
+            raise ConfigError(f"steps must be an integer >= {least} for method {method!r}, got {steps!r}.")
         if isinstance(internal_batch_size, bool) or not isinstance(internal_batch_size, int) or internal_batch_size < 1:
-            raise InputError(f"internal_batch_size must be a positive integer, got {internal_batch_size!r}.")
+            raise ConfigError(f"internal_batch_size must be a positive integer, got {internal_batch_size!r}.")
         if isinstance(baseline, str) and baseline not in BASELINE_NAMES:
-            raise choice_error("baseline", baseline, BASELINE_NAMES, also="a number or a tensor", error=InputError)
+            raise choice_error("baseline", baseline, BASELINE_NAMES, also="a number or a tensor")
         if not isinstance(baseline, (str, float, int, torch.Tensor)) or isinstance(baseline, bool):
-            raise choice_error("baseline", type(baseline).__name__, BASELINE_NAMES, also="a number or a tensor", error=InputError)
+            raise choice_error("baseline", type(baseline).__name__, BASELINE_NAMES, also="a number or a tensor")
         self.baseline = baseline
         self.steps = steps
         self.method = method

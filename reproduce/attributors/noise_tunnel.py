@@ -11,35 +11,61 @@ channels with the base's ``channel_reduction`` (after averaging, as Captum's ``N
 does).
 
 Noise rule (what makes the maps reproducible and batch-independent): the standard normal draw
-``eps_j`` of copy ``j`` comes from a CPU generator seeded with ``(seed, j)`` and is shared by every
-image; each image scales it by ``sigma`` times its own value range (in the model's normalised
-space, per image, like the SmoothGrad paper's "noise level"). An image's map therefore depends
-only on the image, ``seed``, ``n_samples`` and ``sigma``: not on its batch-mates, its position in
-the batch, ``batch_size`` or the device (the draw is made on the CPU and moved).
+``eps_j`` of copy ``j`` comes from a CPU generator seeded with ``(seed, model key, j)`` and is
+shared by every image; each image scales it by ``sigma`` times its own value range (in the model's
+normalised space, per image, like the SmoothGrad paper's "noise level"). An image's map therefore
+depends only on the image, the model, ``seed``, ``n_samples`` and ``sigma``: not on its
+batch-mates, its position in the batch, ``batch_size`` or the device (the draw is made on the CPU
+and moved).
+
+The model key (``noise="per_model"``, the default) is a fingerprint of the model's weights
+(:func:`model_fingerprint`), so two different models draw independent noise with the same options
+(the stability protocol explains one image with two re-trained models: shared noise would make the
+estimator's own variance cancel between them), while one model always draws the same noise.
+``noise="shared"`` drops the key: every model sees the same ``n_samples`` draws (``(seed, j)``).
 """
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, Callable, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
-from reproduce.checks import positive_int
-from reproduce.attributors.base import Attributor
+from reproduce.checks import check_choice, positive_int
+from reproduce.attributors.base import Attributor, Grouping
 from reproduce.attributors.gradient import GradientAttributor
 from reproduce.attributors.registry import available, create, get_class, register
-from reproduce.errors import InputError
+from reproduce.errors import ConfigError
 
 # signed attributions of the noisy copies [B, m, C, H, W] -> per-copy maps [B, m, C, H, W] or [B, m, H, W]
 SampleTransform = Callable[[torch.Tensor], torch.Tensor]
 
 
-def copy_seed(seed: int, copy: int) -> int:
+NOISE_MODES = ("per_model", "shared")
+# Elements of each weight tensor that enter the fingerprint: enough to tell trained models apart,
+# bounded so that fingerprinting a large model stays cheap.
+FINGERPRINT_ELEMENTS = 4096
+
+
+def copy_seed(seed: int, copy: int, model_key: int | None = None) -> int:
     """The generator seed of noisy copy ``copy``: one generator per copy, so copy j is the same
     draw whatever the chunking. Torch's CPU generator keeps 32 bits of a seed, hence the mixing."""
-    return int(np.random.SeedSequence([seed, copy]).generate_state(1)[0])
+    entropy = [seed, copy] if model_key is None else [seed, model_key, copy]
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0])
+
+
+def model_fingerprint(model: nn.Module) -> int:
+    """A 64-bit key of a model's weights: names, shapes and the first values of every parameter and
+    buffer (as float64 on the CPU), so it is the same on every device and run for the same weights."""
+    digest = hashlib.blake2b(digest_size=8)
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        values = tensor.detach().flatten()[:FINGERPRINT_ELEMENTS].to("cpu", torch.float64)
+        digest.update(f"{name}{tuple(tensor.shape)}".encode())
+        digest.update(values.numpy().tobytes())
+    return int.from_bytes(digest.digest(), "little")
 
 
 def gradient_attributors() -> list[str]:
@@ -59,6 +85,8 @@ class SmoothGrad(Attributor):
         sigma: noise standard deviation as a fraction of each image's value range ``max - min``
             (the SmoothGrad paper recommends 0.1-0.2).
         seed: selects the noise draws (see the module docstring).
+        noise: ``"per_model"`` (default: the draws also depend on the model's weights, so two
+            models get independent noise) or ``"shared"`` (the same draws for every model).
         batch_size: at most this many noisy copies (all images together) are handed to the base
             per pass; with an ``integrated_gradients`` base each copy costs ``steps`` rows, batched
             by the base's own ``internal_batch_size``.
@@ -74,32 +102,35 @@ class SmoothGrad(Attributor):
         n_samples: int = 50,
         sigma: float = 0.15,
         seed: int = 0,
+        noise: str = "per_model",
         batch_size: int = 64,
         normalize: str | None = None,
     ):
         super().__init__(model, normalize=normalize)
         base_options = dict(base_options or {})
         if "normalize" in base_options:
-            raise InputError(f"Set normalize on {self.name} itself, not in base_options: the base's maps are averaged raw.")
+            raise ConfigError(f"Set normalize on {self.name} itself, not in base_options: the base's maps are averaged raw.")
         if not issubclass(get_class(base), GradientAttributor):
-            raise InputError(
+            raise ConfigError(
                 f"{self.name} needs a gradient attributor as base, got {base!r}; use one of {gradient_attributors()}."
             )
         self.base: GradientAttributor = create(base, model, **base_options)
-        self.n_samples = positive_int("n_samples", n_samples, error=InputError)
+        self.n_samples = positive_int("n_samples", n_samples)
         if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not 0 <= sigma < float("inf"):
-            raise InputError(f"sigma must be a non-negative fraction of the image range (e.g. 0.15), got {sigma!r}.")
+            raise ConfigError(f"sigma must be a non-negative fraction of the image range (e.g. 0.15), got {sigma!r}.")
         self.sigma = float(sigma)
         if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**31:
-            raise InputError(f"seed must be an integer in [0, 2**31), got {seed!r}.")
+            raise ConfigError(f"seed must be an integer in [0, 2**31), got {seed!r}.")
         self.seed = seed
-        self.batch_size = positive_int("batch_size", batch_size, error=InputError)
+        self.noise_mode = check_choice("noise", noise, NOISE_MODES)
+        self.model_key = model_fingerprint(model) if noise == "per_model" else None
+        self.batch_size = positive_int("batch_size", batch_size)
 
     def noise(self, x: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
         """The perturbations of copies ``start..stop-1``: ``[B, stop - start, C, H, W]``."""
         stop = self.n_samples if stop is None else stop
         draws = [
-            torch.randn(x.shape[1:], generator=torch.Generator().manual_seed(copy_seed(self.seed, j)))
+            torch.randn(x.shape[1:], generator=torch.Generator().manual_seed(copy_seed(self.seed, j, self.model_key)))
             for j in range(start, stop)
         ]
         eps = torch.stack(draws).to(device=x.device, dtype=x.dtype)
@@ -137,6 +168,16 @@ class SmoothGrad(Attributor):
     def _attribute(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return self.base.reduce_channels(self.smooth(x, target))
 
+    def grouped(self, x: torch.Tensor, target: torch.Tensor, group: Grouping) -> torch.Tensor:
+        """Group each noisy copy's signed, channel-summed attribution, before the base's ``abs``
+        and before :meth:`per_sample` (the sparsification of Sparsified SmoothGrad), then average."""
+        base = self.base
+
+        def group_each_copy(signed: torch.Tensor) -> torch.Tensor:
+            return base.elementwise(group(signed.sum(-3)))
+
+        return self.smooth(x, target, group_each_copy)
+
 
 @register("sparsified_smoothgrad")
 class SparsifiedSmoothGrad(SmoothGrad):
@@ -165,9 +206,9 @@ class SparsifiedSmoothGrad(SmoothGrad):
         super().__init__(model, sigma=sigma, **kwargs)
         for name, value in (("tau", tau), ("saturate", saturate)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
-                raise InputError(f"{name} must be a fraction in (0, 1], got {value!r}.")
+                raise ConfigError(f"{name} must be a fraction in (0, 1], got {value!r}.")
         if saturate > tau:
-            raise InputError(f"saturate ({saturate}) must not exceed tau ({tau}): saturated elements are among the kept ones.")
+            raise ConfigError(f"saturate ({saturate}) must not exceed tau ({tau}): saturated elements are among the kept ones.")
         self.tau = float(tau)
         self.saturate = float(saturate)
 

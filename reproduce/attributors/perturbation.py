@@ -20,14 +20,14 @@ from torch import nn
 from reproduce.checks import check_choice, positive_int
 from reproduce.attributors.base import Attributor
 from reproduce.attributors.registry import register
-from reproduce.errors import InputError
+from reproduce.errors import ConfigError, InputError
 from reproduce.models import FillMasker
 
 OUTPUTS = ("logit", "probability")
 
 
 def check_output(output: str) -> str:
-    check_choice("output", output, OUTPUTS, error=InputError)
+    check_choice("output", output, OUTPUTS)
     return output
 
 
@@ -66,8 +66,8 @@ def masked_target_outputs(
 def _pair(value, name: str) -> tuple[int, int]:
     pair = (value, value) if isinstance(value, int) and not isinstance(value, bool) else tuple(value)
     if len(pair) != 2:
-        raise InputError(f"{name} must be an int or a pair (height, width), got {value!r}.")
-    return positive_int(name, pair[0], error=InputError), positive_int(name, pair[1], error=InputError)
+        raise ConfigError(f"{name} must be an int or a pair (height, width), got {value!r}.")
+    return positive_int(name, pair[0]), positive_int(name, pair[1])
 
 
 def window_starts(size: int, window: int, stride: int) -> torch.Tensor:
@@ -111,12 +111,12 @@ class Occlusion(Attributor):
         self.window = _pair(window, "window")
         self.stride = _pair(stride, "stride")
         if self.stride[0] > self.window[0] or self.stride[1] > self.window[1]:
-            raise InputError(
+            raise ConfigError(
                 f"stride {self.stride} is larger than window {self.window}: pixels between windows "
                 "would never be occluded. Use a stride at most the window size."
             )
         self.output = check_output(output)
-        self.batch_size = positive_int("batch_size", batch_size, error=InputError)
+        self.batch_size = positive_int("batch_size", batch_size)
         self.masker = FillMasker(model, fill=fill, max_batch=self.batch_size)
 
     def _attribute(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -187,16 +187,16 @@ class RISE(Attributor):
         normalize: str | None = None,
     ):
         super().__init__(model, normalize=normalize)
-        self.n_masks = positive_int("n_masks", n_masks, error=InputError)
-        self.grid_size = positive_int("grid_size", grid_size, error=InputError)
+        self.n_masks = positive_int("n_masks", n_masks)
+        self.grid_size = positive_int("grid_size", grid_size)
         if not 0.0 < float(p1) <= 1.0:
-            raise InputError(f"p1 (probability of keeping a cell) must be in (0, 1], got {p1!r}.")
+            raise ConfigError(f"p1 (probability of keeping a cell) must be in (0, 1], got {p1!r}.")
         self.p1 = float(p1)
         if isinstance(seed, bool) or not isinstance(seed, int):
-            raise InputError(f"seed must be an integer, got {seed!r}.")
+            raise ConfigError(f"seed must be an integer, got {seed!r}.")
         self.seed = seed
         self.output = check_output(output)
-        self.batch_size = positive_int("batch_size", batch_size, error=InputError)
+        self.batch_size = positive_int("batch_size", batch_size)
         self.masker = FillMasker(model, fill=fill, max_batch=self.batch_size)
         self._designs: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
 

@@ -17,6 +17,12 @@ Algorithms (all from ``skimage.segmentation``; unknown option names are rejected
   image area (at least 5).
 - ``watershed``: compact watershed on the Sobel gradient of the grey image (the form LIME and
   XRAI users take): ``markers`` 50 below 128 px (100 from 128 px), ``compactness`` 0.001.
+
+And one control that is not an algorithm: ``pixel`` makes every pixel its own segment. A
+super-pixel method with it is the singleton-segment limit of its grouped version (for the simple
+gradient ``|sum_c g|`` per pixel, per noisy copy for the SmoothGrad family), so comparing the pixel
+method, the ``pixel`` control and a real segmenter separates the change of channel reduction
+(e.g. ``max_c |g|`` -> ``|sum_c g|``) from the effect of grouping.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ import numpy as np
 import torch
 from skimage import color, filters, segmentation
 
-from reproduce.errors import InputError
+from reproduce.errors import ConfigError, InputError
 from reproduce.models import DataConfig
 
 
@@ -50,6 +56,11 @@ class SegmenterSpec:
     defaults: Callable[[int, int], dict[str, Any]]
     more_segments: str  # which parameter to change when an image comes out as one segment
     fixed: tuple[str, ...] = ()  # keyword arguments set here, not by the user
+
+
+def _pixel_segments(image: np.ndarray) -> np.ndarray:
+    """Every pixel its own segment (labels in raster order)."""
+    return np.arange(image.shape[0] * image.shape[1]).reshape(image.shape[:2])
 
 
 SEGMENTERS: dict[str, SegmenterSpec] = {
@@ -76,10 +87,13 @@ SEGMENTERS: dict[str, SegmenterSpec] = {
         defaults=lambda h, w: {"markers": 100 if _side(h, w) >= 128 else 50, "compactness": 0.001},
         more_segments="increase markers",
     ),
+    "pixel": SegmenterSpec(run=_pixel_segments, defaults=lambda h, w: {}, more_segments="use a larger image"),
 }
 
 
 def _accepted(name: str) -> set[str]:
+    if name == "pixel":
+        return set()
     fn = {
         "slic": segmentation.slic,
         "quickshift": segmentation.quickshift,
@@ -98,7 +112,7 @@ class SegmentationCache:
 
     def __init__(self, max_entries: int = 1024):
         if isinstance(max_entries, bool) or not isinstance(max_entries, int) or max_entries < 0:
-            raise InputError(f"max_entries must be a non-negative integer, got {max_entries!r}.")
+            raise ConfigError(f"max_entries must be a non-negative integer, got {max_entries!r}.")
         self.max_entries = max_entries
         self._store: OrderedDict[tuple, np.ndarray] = OrderedDict()
         self.hits = 0
@@ -144,11 +158,11 @@ class Segmenter:
 
     def __init__(self, name: str = "slic", options: dict[str, Any] | None = None, cache: SegmentationCache | None = None):
         if name not in SEGMENTERS:
-            raise InputError(f"Unknown segmenter {name!r}; use one of {sorted(SEGMENTERS)}.")
+            raise ConfigError(f"Unknown segmenter {name!r}; use one of {sorted(SEGMENTERS)}.")
         options = dict(options or {})
         unknown = sorted(set(options) - _accepted(name))
         if unknown:
-            raise InputError(f"Segmenter {name!r} has no option(s) {unknown}; it accepts {sorted(_accepted(name))}.")
+            raise ConfigError(f"Segmenter {name!r} has no option(s) {unknown}; it accepts {sorted(_accepted(name))}.")
         self.name = name
         self.options = options
         self.cache = DEFAULT_CACHE if cache is None else cache
@@ -181,7 +195,7 @@ class Segmenter:
         try:
             raw = spec.run(image, **params)
         except (ValueError, TypeError) as err:
-            raise InputError(f"Segmenter {self.name!r} rejected its parameters {params}: {err}") from err
+            raise ConfigError(f"Segmenter {self.name!r} rejected its parameters {params}: {err}") from err
         _, contiguous = np.unique(raw, return_inverse=True)
         count = int(contiguous.max()) + 1
         if count < 2:

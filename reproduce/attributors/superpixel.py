@@ -4,7 +4,8 @@
 into super-pixels (:mod:`reproduce.attributors.segmenters`, cached), adds up the base method's
 attribution over each segment and paints every pixel of a segment with its segment's value.
 
-Where the grouping happens depends on the base:
+Where the grouping happens depends on the base, through its public
+:meth:`~reproduce.attributors.base.Attributor.grouped` hook:
 
 - gradient methods (``saliency``, ``input_x_gradient``, ``integrated_gradients``): the *signed*
   attribution is summed over the segment's pixels and channels before the base's ``abs``, so the
@@ -35,11 +36,9 @@ from torch import nn
 
 from reproduce.checks import check_choice
 from reproduce.attributors.base import Attributor
-from reproduce.attributors.gradient import GradientAttributor
-from reproduce.attributors.noise_tunnel import SmoothGrad
 from reproduce.attributors.registry import create, get_class, register
 from reproduce.attributors.segmenters import SegmentationCache, Segmenter
-from reproduce.errors import InputError
+from reproduce.errors import ConfigError
 
 REDUCE_CHOICES = ("sum", "mean")
 
@@ -54,7 +53,7 @@ def group_maps(maps: torch.Tensor, labels: torch.Tensor, reduce: str = "sum") ->
     Returns:
         a tensor like ``maps``, constant on every segment.
     """
-    check_choice("reduce", reduce, REDUCE_CHOICES, error=InputError)
+    check_choice("reduce", reduce, REDUCE_CHOICES)
     b, h, w = labels.shape
     flat = maps.reshape(b, -1, h * w)
     index = labels.reshape(b, 1, h * w).expand_as(flat)
@@ -108,10 +107,10 @@ class SuperPixel(Attributor):
         super().__init__(model, normalize=normalize)
         base_options = dict(base_options or {})
         if base == self.name:
-            raise InputError("superpixel cannot wrap itself; choose a pixel-level base method.")
+            raise ConfigError("superpixel cannot wrap itself; choose a pixel-level base method.")
         if "normalize" in base_options:
-            raise InputError("Set normalize on superpixel itself, not in base_options: grouping needs the raw map.")
-        check_choice("reduce", reduce, REDUCE_CHOICES, error=InputError)
+            raise ConfigError("Set normalize on superpixel itself, not in base_options: grouping needs the raw map.")
+        check_choice("reduce", reduce, REDUCE_CHOICES)
         self.base: Attributor = create(base, model, **base_options)
         self.segmenter = Segmenter(segmenter, segmenter_options, cache)
         self.reduce = reduce
@@ -126,19 +125,7 @@ class SuperPixel(Attributor):
 
     def _attribute(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         labels = self.segments(x)
-        base = self.base
-        if isinstance(base, SmoothGrad):
-            inner = base.base
+        return self.base.grouped(x, target, lambda maps: group_maps(maps, labels, self.reduce))
 
-            def group_each_copy(signed: torch.Tensor) -> torch.Tensor:
-                return inner.elementwise(group_maps(signed.sum(-3), labels, self.reduce))
-
-            return base.smooth(x, target, group_each_copy)
-        if isinstance(base, GradientAttributor):
-            return base.elementwise(group_maps(base.signed(x, target).sum(1), labels, self.reduce))
-        return group_maps(base._attribute(x, target), labels, self.reduce)
-
-    def attribute(self, inputs: torch.Tensor, target: int | torch.Tensor | None = None) -> torch.Tensor:
-        maps = super().attribute(inputs, target)
-        self.last_cost["segmentation_seconds_per_image"] = self._segmentation_seconds / inputs.shape[0]
-        return maps
+    def extra_cost(self, batch_size: int) -> dict[str, float]:
+        return {"segmentation_seconds_per_image": self._segmentation_seconds / batch_size}

@@ -3,6 +3,12 @@
 Schedules are per optimisation step (``interval: step``): a linear warm-up over ``warmup_epochs``
 followed by either cosine decay to ``min_lr_ratio`` or COMET's step decay (MultiStepLR with
 ``milestones`` in epochs and factor ``gamma``).
+
+Where the milestones count from (``milestones_from``): ``"start"`` (default) drops the rate once
+``epoch >= m``, counting from the first step; ``"warmup_end"`` counts them from the end of the
+warm-up (the rate drops at ``warmup_epochs + m`` epochs), as COMET's released code does: it starts
+stepping its MultiStepLR once per epoch only after the 2 warm-up epochs, so its drops for
+milestones 80/120/160 land at epochs 82/122/162.
 """
 
 from __future__ import annotations
@@ -12,7 +18,10 @@ from typing import Any, Iterable
 
 import torch
 
+from reproduce.checks import check_choice
 from reproduce.errors import ConfigError
+
+MILESTONE_ORIGINS = ("start", "warmup_end")
 
 _OPTIMIZERS = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
 
@@ -31,6 +40,7 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: dict[str, Any] | 
 def lr_factor(step: int, steps_per_epoch: int, total_steps: int, cfg: dict[str, Any]) -> float:
     """Multiplier of the base learning rate at optimisation ``step`` (0-based)."""
     warmup = int(round(cfg.get("warmup_epochs", 0) * steps_per_epoch))
+    origin = check_choice("scheduler.milestones_from", cfg.get("milestones_from", "start"), MILESTONE_ORIGINS)
     if step < warmup:
         return (step + 1) / warmup
     name = cfg.get("name", "cosine")
@@ -39,7 +49,8 @@ def lr_factor(step: int, steps_per_epoch: int, total_steps: int, cfg: dict[str, 
         progress = (step - warmup) / max(1, total_steps - warmup)
         return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
     if name == "multistep":
-        epoch = step // max(1, steps_per_epoch)
+        counted = step - warmup if origin == "warmup_end" else step
+        epoch = counted // max(1, steps_per_epoch)
         return cfg.get("gamma", 0.2) ** sum(epoch >= m for m in cfg.get("milestones", ()))
     if name == "constant":
         return 1.0

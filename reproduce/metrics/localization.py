@@ -6,11 +6,19 @@ samples, never skipped silently.
 - **Pointing game** (Zhang et al. 2016; TorchRay's benchmark): a hit when the map's maximum lies
   within ``tolerance`` pixels of a mask pixel (TorchRay: squared distance ``< tolerance**2``; a
   point inside the mask always hits, so ``tolerance=0`` means "inside"). The default tolerance is
-  TorchRay's 15 px scaled to the image: ``15 * max(H, W) / 224``. Ties of the maximum:
-  ``ties="first"`` takes the first maximum in raster order (TorchRay's ``argmax``) -- a constant
-  map then points at the top-left pixel and hits only if the mask reaches that corner within the
-  tolerance; ``ties="any"`` hits when any maximum hits (Quantus' ``PointingGame``) -- a constant
-  map then always hits.
+  TorchRay's 15 px scaled to the image: ``15 * max(H, W) / 224``. Ties of the maximum (every
+  region-constant map has them: patches, super-pixels, SMDL regions, saturated masks):
+
+  - ``ties="centroid"`` (default): the point is the maximum pixel nearest to the centroid of the
+    set of maxima (nearest by Euclidean distance; equally near pixels in raster order). A map
+    whose best region is convex points at that region's centre; the point is always a maximum of
+    the map, also when the maxima form several blobs (their centroid may lie on none of them).
+  - ``ties="first"``: the first maximum in raster order (TorchRay's ``argmax``): a region-constant
+    map points at the top-left pixel of its best region, which biases the game against exactly
+    those maps (a constant map hits only if the mask reaches the image's corner).
+  - ``ties="any"``: hits when any maximum hits (Quantus' ``PointingGame``): a constant map always hits.
+
+  Without ties the three rules agree.
 - **Energy pointing game** (Score-CAM, Wang et al. 2020): the fraction of the map's positive energy
   ``sum(relu(map) * mask) / sum(relu(map))`` inside the mask. A map with no positive energy scores
   0 and is counted in the ``zero_energy`` diagnostic.
@@ -43,18 +51,38 @@ def default_tolerance(height: int, width: int) -> float:
     return TORCHRAY_TOLERANCE * max(height, width) / TORCHRAY_SIZE
 
 
-def pointing_hits(maps: torch.Tensor, masks: torch.Tensor, *, tolerance: float | None = None,
-                  ties: str = "first") -> torch.Tensor:
-    """Per-image hits ``[B]`` (bool) of the pointing game."""
-    check_choice("ties", ties, ("first", "any"))
+TIE_RULES = ("centroid", "first", "any")
+
+
+def pointing_points(maps: torch.Tensor, ties: str = "centroid") -> torch.Tensor:
+    """Boolean ``[B, H*W]``: the pixel(s) each map points at under the tie rule ``ties``."""
+    check_choice("ties", ties, TIE_RULES)
     b, h, w = maps.shape
-    tol = default_tolerance(h, w) if tolerance is None else float(tolerance)
-    if tol < 0:
-        raise ConfigError(f"tolerance must be >= 0 pixels, got {tolerance!r}.")
     flat = maps.flatten(1)
     points = flat == flat.max(1, keepdim=True).values
     if ties == "first":  # the first maximum in raster order, explicitly (argmax promises no tie order)
         points = points & (torch.cumsum(points.long(), 1) == 1)
+    elif ties == "centroid":
+        ys = torch.arange(h, device=maps.device, dtype=torch.float64).repeat_interleave(w)
+        xs = torch.arange(w, device=maps.device, dtype=torch.float64).repeat(h)
+        weight = points.double()
+        count = weight.sum(1, keepdim=True)
+        cy, cx = (weight * ys).sum(1, keepdim=True) / count, (weight * xs).sum(1, keepdim=True) / count
+        distance = torch.where(points, (ys - cy) ** 2 + (xs - cx) ** 2, torch.full_like(weight, float("inf")))
+        nearest = distance.argmin(1)  # the first of equally near maxima (raster order)
+        points = torch.zeros_like(points).scatter_(1, nearest[:, None], True)
+    return points
+
+
+def pointing_hits(maps: torch.Tensor, masks: torch.Tensor, *, tolerance: float | None = None,
+                  ties: str = "centroid") -> torch.Tensor:
+    """Per-image hits ``[B]`` (bool) of the pointing game."""
+    check_choice("ties", ties, TIE_RULES)
+    b, h, w = maps.shape
+    tol = default_tolerance(h, w) if tolerance is None else float(tolerance)
+    if tol < 0:
+        raise ConfigError(f"tolerance must be >= 0 pixels, got {tolerance!r}.")
+    points = pointing_points(maps, ties)
     near = _within(masks.view(b, 1, h, w).float(), tol).view(b, -1) > 0
     return (points & near).any(1)
 
@@ -128,13 +156,16 @@ class PointingGame(AttributionMetric):
     requires = (MASKS,)
     directions = {"accuracy": "higher"}
 
-    def __init__(self, model=None, *, tolerance: float | None = None, ties: str = "first"):
+    def __init__(self, model=None, *, tolerance: float | None = None, ties: str = "centroid"):
         super().__init__(model)
         if tolerance is not None and float(tolerance) < 0:
             raise ConfigError(f"tolerance must be >= 0 pixels, got {tolerance!r}.")
         self.tolerance = tolerance
-        self.ties = check_choice("ties", ties, ("first", "any"))
+        self.ties = check_choice("ties", ties, TIE_RULES)
+        rules = {"centroid": "the maximum nearest to the centroid of the maxima", "first": "first maximum in raster order",
+                 "any": "a hit when any maximum hits"}
         self._record(tolerance=tolerance if tolerance is not None else "15 px at 224, scaled", ties=ties,
+                     tie_rule=rules[ties],
                      hit="squared distance < tolerance^2, or inside the mask")
         self._add_sum("hits")
         self._add_sum("count")

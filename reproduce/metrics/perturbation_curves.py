@@ -8,6 +8,9 @@ This module does that once, batched on the device:
   **Ties** keep raster order: among equal values the lower flat index (row-major, top-left first)
   ranks first (a stable descending sort). Xplique reverses an ascending ``argsort`` instead, so its
   ties come out in an unspecified (in practice reverse) order; continuous maps have no ties.
+  :func:`rank_descending_random_ties` breaks ties by a seeded random order per image instead (the
+  fidelity default), so that a budget that cuts through a region of equal values takes a random
+  part of it rather than its top rows.
 - :func:`fraction_counts` gives the number of features flipped at each of ``steps + 1`` evenly
   spaced fractions, ``floor(t * N / steps)`` in exact integer arithmetic (the same counts as
   Xplique's ``np.linspace(0, N, steps + 1, dtype=int32)`` at the sizes checked in the tests,
@@ -30,6 +33,7 @@ from torch import nn
 from reproduce.checks import check_choice, choice_error
 from reproduce.errors import ConfigError, InputError
 from reproduce.metrics.base import check_finite
+from reproduce.metrics.sample_rng import per_sample
 from reproduce.models import FillMasker, ModelAdapter, Partition, TokenDropMasker, inference_state
 from reproduce.models.masking import FILL_CHOICES
 
@@ -55,6 +59,23 @@ def rank_descending(values: torch.Tensor) -> torch.Tensor:
     ranks = torch.empty_like(order)
     positions = torch.arange(values.shape[1], device=values.device).expand_as(order)
     return ranks.scatter_(1, order, positions)
+
+
+def rank_descending_random_ties(values: torch.Tensor, indices: torch.Tensor | None, seed: int) -> torch.Tensor:
+    """Ranks ``[B, N]`` like :func:`rank_descending`, ties broken by a random order per image.
+
+    The tie order of image ``i`` is a permutation drawn from a generator seeded by ``(seed,
+    indices[i])`` (:mod:`reproduce.metrics.sample_rng`; ``indices=None``: the batch positions), so it
+    never depends on batch-mates and a rerun reproduces it. Values are sorted stably after the random
+    permutation: the result is the descending order with equal values in random order.
+    """
+    b, n = values.shape
+    rows = torch.arange(b, device=values.device) if indices is None else indices.to(values.device)
+    shuffle = per_sample(rows, seed, lambda g: torch.randperm(n, generator=g, device=values.device), values.device)
+    shuffled = values.gather(1, shuffle)
+    order = shuffle.gather(1, torch.sort(shuffled, dim=1, descending=True, stable=True).indices)
+    positions = torch.arange(n, device=values.device).expand_as(order)
+    return torch.empty_like(order).scatter_(1, order, positions)
 
 
 def fraction_counts(n: int, steps: int, device: torch.device | str | None = None) -> torch.Tensor:

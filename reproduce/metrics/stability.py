@@ -10,12 +10,30 @@ label: run the evaluation with ``target=label`` to match).
   conversion (|map|, clipped at the 99th percentile, scaled to [0, 1]); skimage settings
   ``data_range=1, gaussian_weights=True, sigma=1.5, use_sample_covariance=False`` (see
   :mod:`reproduce.metrics.ssim`). Mean over images, in %. Higher is better.
-- **MeGe** (``mege``; Fel et al., WACV 2022): over all pairs of models (evaluated + ``others``)
-  that both classify ``x`` correctly, the L2 distance between their maps; MeGe = 1 / (1 + mean
-  distance) over all such pairs of the test set, in %. Maps are normalised before the distance:
-  ``"minmax"`` (default: each map to [0, 1]; the rebuttal tables do not state the normalisation,
-  and [0, 1] maps put MeGe on their scale), ``"l2"`` (unit L2 norm) or ``"none"``. Xplique's MeGe
-  uses a Spearman distance instead (``distance="spearman"``: sqrt(1 - |rho|)). Higher is better.
+- **MeGe** and **ReCo** (``mege``; Fel et al., WACV 2022, with Xplique's ``MeGe`` as the reference
+  implementation): for every pair of models (evaluated + ``others``) and image where at least one
+  of the two is correct, the distance between their maps goes to ``S=`` when both predict the same
+  class (both correct) and to ``S!=`` otherwise (exactly one correct). MeGe = 1 / (1 + mean of
+  ``S=``), in %; ReCo = the best ``TPR + TNR - 1`` over thresholds ``gamma`` separating ``S=``
+  (``d < gamma``) from ``S!=`` (``d > gamma``), at Xplique's thresholds (every
+  ``len // 20 + 1``-th of the pooled sorted distances), in %. Both higher is better. MeGe is NaN
+  (undefined) when no pair classifies an image correctly together (``pairs = 0``); ReCo is 0 when
+  one of the two sets is empty (as Xplique) and NaN when both are.
+
+  Distance (``distance``): ``"l2"`` (default; the super-pixel rebuttal's "L2-norm") between maps
+  normalised by ``map_normalization``: ``"minmax"`` (default: each map to [0, 1]; the L2 distance
+  then grows with the number of pixels, so values are comparable only at one resolution),
+  ``"l2"`` (unit L2 norm: distances in [0, 2] at any resolution) or ``"none"``. ``"spearman"`` is
+  Xplique's ``sqrt(1 - |rho|)``; where rho is undefined (a constant map) the pair is dropped, as
+  Xplique drops NaN distances, and counted in ``undefined``.
+
+  Points (``points``): ``"test"`` (default) compares every pair on images no model was trained on.
+  ``"held_out"`` is Fel et al.'s protocol: images of the training data, each paired only between a
+  model that saw it and the one that did not; the batch must carry ``extra["held_out_by"]``
+  ``[B]``, the index (0 = the evaluated model, ``i`` = ``others[i - 1]``) of the model that did not
+  train on the image, and only pairs containing that model count (Xplique's ``split_id in [i, j]``).
+  With two models trained on disjoint halves, every training image is held out by exactly one of
+  them, so every training image counts once.
 """
 
 from __future__ import annotations
@@ -28,7 +46,7 @@ from torch import nn
 
 from reproduce.errors import ConfigError, InputError
 from reproduce.checks import check_choice
-from reproduce.metrics.base import EXPLAIN, AttributionBatch, AttributionMetric, Explain, describe_model
+from reproduce.metrics.base import EXPLAIN, EXTRA, AttributionBatch, AttributionMetric, Explain, describe_model
 from reproduce.metrics.mu_fidelity import average_ranks
 from reproduce.metrics.pxap import normalize_01
 from reproduce.metrics.registry import register_metric
@@ -62,27 +80,61 @@ def map_distance(a: torch.Tensor, b: torch.Tensor, distance: str = "l2", normali
         ra, rb = average_ranks(a.double().flatten(1)), average_ranks(b.double().flatten(1))
         ra, rb = ra - ra.mean(1, keepdim=True), rb - rb.mean(1, keepdim=True)
         denom = ra.norm(dim=1) * rb.norm(dim=1)
-        rho = torch.where(denom > 0, (ra * rb).sum(1) / torch.where(denom > 0, denom, torch.ones_like(denom)), torch.zeros_like(denom))
+        # Undefined for a constant map (NaN, as scipy's spearmanr): callers drop such pairs.
+        rho = torch.where(denom > 0, (ra * rb).sum(1) / torch.where(denom > 0, denom, torch.ones_like(denom)),
+                          torch.full_like(denom, float("nan")))
         return (1 - rho.abs()).clamp_min(0).sqrt()
     na, nb = normalize_for_distance(a, normalization), normalize_for_distance(b, normalization)
     return (na - nb).flatten(1).norm(dim=1)
 
 
-def mege_pairs(maps: Sequence[torch.Tensor], correct: torch.Tensor, distance: str = "l2",
-               normalization: str = "minmax") -> tuple[torch.Tensor, torch.Tensor]:
-    """Sum and count of distances over model pairs that both classify each image correctly.
+def mege_pairs(maps: Sequence[torch.Tensor], predictions: torch.Tensor, labels: torch.Tensor, distance: str = "l2",
+               normalization: str = "minmax", held_out_by: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Xplique's distance sets over model pairs: ``(S=, S!=, undefined count)``.
 
-    ``maps``: one ``[B, H, W]`` per model; ``correct``: ``[models, B]`` bool.
+    ``maps``: one ``[B, H, W]`` per model; ``predictions``: ``[models, B]``; ``labels``: ``[B]``;
+    ``held_out_by``: ``[B]`` index of the model that did not train on each image, or ``None`` (test
+    images: every pair counts). Undefined distances (Spearman of a constant map) are left out.
     """
-    total = torch.zeros((), dtype=torch.float64, device=correct.device)
-    count = torch.zeros((), dtype=torch.float64, device=correct.device)
+    eq, ne = [], []
+    undefined = torch.zeros((), dtype=torch.float64, device=labels.device)
     for i, j in combinations(range(len(maps)), 2):
-        both = correct[i] & correct[j]
-        if bool(both.any()):
-            d = map_distance(maps[i][both], maps[j][both], distance, normalization)
-            total = total + d.sum()
-            count = count + both.sum()
-    return total, count
+        pair = torch.ones_like(labels, dtype=torch.bool)
+        if held_out_by is not None:
+            pair = (held_out_by == i) | (held_out_by == j)
+        counted = pair & ((predictions[i] == labels) | (predictions[j] == labels))
+        if not bool(counted.any()):
+            continue
+        d = map_distance(maps[i][counted], maps[j][counted], distance, normalization)
+        same = (predictions[i] == predictions[j])[counted]
+        defined = torch.isfinite(d)
+        undefined = undefined + (~defined).sum()
+        eq.append(d[same & defined])
+        ne.append(d[~same & defined])
+    empty = torch.zeros(0, dtype=torch.float64, device=labels.device)
+    return (torch.cat(eq) if eq else empty), (torch.cat(ne) if ne else empty), undefined
+
+
+def reco_score(s_eq: torch.Tensor, s_ne: torch.Tensor) -> torch.Tensor:
+    """ReCo in [0, 1] from the two distance sets, exactly as Xplique's ``MeGe.evaluate``."""
+    total = torch.sort(torch.cat([s_eq, s_ne])).values
+    if total.numel() == 0:
+        return torch.zeros((), dtype=torch.float64)
+    gammas = total[:: total.numel() // 20 + 1][:, None]
+    tp, fn = (s_eq[None] < gammas).sum(1).double(), (s_eq[None] > gammas).sum(1).double()
+    tn, fp = (s_ne[None] > gammas).sum(1).double(), (s_ne[None] < gammas).sum(1).double()
+    youden = tp / (tp + fn + 1e-10) + tn / (tn + fp + 1e-10) - 1.0
+    return youden.max().clamp_min(0.0).double()
+
+
+def mege_reco(maps: Sequence[torch.Tensor], predictions: torch.Tensor, labels: torch.Tensor, distance: str = "l2",
+              normalization: str = "minmax", held_out_by: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(MeGe, ReCo)`` in % over one set of images (the functional twin of :class:`MeGe`)."""
+    s_eq, s_ne, _ = mege_pairs(maps, predictions, labels, distance, normalization, held_out_by)
+    if s_eq.numel() == 0:
+        raise InputError("MeGe is undefined: no image was classified correctly by two of the models.")
+    return 100 / (1 + s_eq.mean()), 100 * reco_score(s_eq, s_ne)
 
 
 def _as_model_list(others, name: str) -> list[nn.Module]:
@@ -117,43 +169,69 @@ class SSIMStability(AttributionMetric):
         return {"ssim": 100 * self.ssim_sum / self._require_samples(self.count)}
 
 
+POINTS = ("test", "held_out")
+HELD_OUT = "held_out_by"
+
+
 @register_metric("mege")
 class MeGe(AttributionMetric):
-    """MeGe (%): 1 / (1 + mean map distance) over model pairs that classify an image correctly."""
+    """MeGe and ReCo (%) of the maps of models trained on different data (see the module docstring)."""
 
     needs_model = True
-    requires = (EXPLAIN,)
-    directions = {"mege": "higher"}
-    diagnostics = ("pairs",)
+    directions = {"mege": "higher", "reco": "higher"}
+    diagnostics = ("pairs", "pairs_unequal", "undefined")
 
     def __init__(self, model: nn.Module | None = None, *, others: Sequence[nn.Module] | nn.Module | None = None,
-                 distance: str = "l2", map_normalization: str = "minmax"):
+                 distance: str = "l2", map_normalization: str = "minmax", points: str = "test"):
         super().__init__(model)
         self._others = _as_model_list(others, "others")
         self.distance = check_choice("distance", distance, DISTANCES)
         self.map_normalization = check_choice("map_normalization", map_normalization, MEGE_NORMALIZATIONS)
+        self.points = check_choice("points", points, POINTS)
+        self.requires = (EXPLAIN, f"{EXTRA}{HELD_OUT}") if points == "held_out" else (EXPLAIN,)
         self._record(others=[describe_model(m) for m in self._others], distance=distance,
                      map_normalization=map_normalization if distance == "l2" else None,
-                     pairs="both models correct (argmax == label)")
-        self._add_sum("distance_sum")
-        self._add_sum("pairs")
+                     points="test images (unseen by every model)" if points == "test"
+                     else "training images, each between a model that saw it and the one that did not",
+                     pairs="S=: both correct; S!=: exactly one correct (Xplique)",
+                     reco="max over Xplique's thresholds of TPR + TNR - 1")
+        self.add_state("s_eq", default=[], dist_reduce_fx="cat")
+        self.add_state("s_ne", default=[], dist_reduce_fx="cat")
+        self._add_sum("undefined")
+        self._add_sum("count")
 
     def _update(self, batch: AttributionBatch, explain: Explain | None = None) -> None:
         models = [self.model, *self._others]
         maps = [batch.maps] + [self._explain(explain, batch.images, batch.targets, batch, model=m) for m in self._others]
-        correct = []
+        predictions = []
         for m in models:
             with inference_state(m), torch.no_grad():
-                correct.append(m(batch.images).argmax(-1) == batch.labels)
-        total, count = mege_pairs(maps, torch.stack(correct), self.distance, self.map_normalization)
-        self._accumulate("distance_sum", total)
-        self._accumulate("pairs", count)
+                predictions.append(m(batch.images).argmax(-1))
+        held_out = batch.extra[HELD_OUT].long() if self.points == "held_out" else None
+        s_eq, s_ne, undefined = mege_pairs(maps, torch.stack(predictions), batch.labels, self.distance,
+                                           self.map_normalization, held_out)
+        self.s_eq.append(s_eq)
+        self.s_ne.append(s_ne)
+        self._accumulate("undefined", undefined)
+        self._accumulate("count", torch.tensor(float(batch.size)))
 
     def _compute(self) -> dict[str, torch.Tensor]:
-        pairs = float(self.pairs)
-        if pairs <= 0:
-            raise InputError(
-                "MeGe is undefined: no image was classified correctly by two of the models (or update() "
-                "was never called); evaluate more images or better-trained models."
-            )
-        return {"mege": 100 / (1 + self.distance_sum / pairs), "pairs": self.pairs.clone()}
+        self._require_samples(self.count)
+        s_eq, s_ne = _gathered(self.s_eq), _gathered(self.s_ne)
+        # No pair of equal correct predictions (e.g. barely trained models): MeGe is undefined and
+        # reported as NaN with pairs = 0, so one such table cell reads "undefined" instead of
+        # aborting the table. ReCo follows Xplique (0 when one set is empty), NaN without distances.
+        nan = torch.tensor(float("nan"), dtype=torch.float64)
+        mege = 100 / (1 + s_eq.mean()) if s_eq.numel() else nan
+        reco = 100 * reco_score(s_eq, s_ne) if s_eq.numel() + s_ne.numel() else nan
+        return {"mege": mege, "reco": reco,
+                "pairs": torch.tensor(float(s_eq.numel()), dtype=torch.float64),
+                "pairs_unequal": torch.tensor(float(s_ne.numel()), dtype=torch.float64),
+                "undefined": self.undefined.clone()}
+
+
+def _gathered(state: list[torch.Tensor] | torch.Tensor) -> torch.Tensor:
+    """A ``cat`` state as one tensor (a list before synchronisation, a tensor after it)."""
+    if isinstance(state, torch.Tensor):
+        return state.double()
+    return torch.cat(state).double() if state else torch.zeros(0, dtype=torch.float64)

@@ -79,7 +79,7 @@ def assemble(root: str, spec: TableSpec, extra_meta: dict[str, Any] | None = Non
     for column in spec.columns:
         direction = directions[column["label"]] = _direction(column, list(results.values()))
         candidates = {r["label"]: r["values"][column["label"]][0] for r in table_rows
-                      if r["values"][column["label"]][0] is not None}
+                      if r["values"][column["label"]][0] is not None and not math.isnan(r["values"][column["label"]][0])}
         if direction in ("higher", "lower") and candidates:
             top = (max if direction == "higher" else min)(candidates.values())
             best[column["label"]] = [label for label, v in candidates.items() if math.isclose(v, top, rel_tol=1e-9, abs_tol=1e-12)]

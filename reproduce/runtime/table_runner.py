@@ -73,7 +73,7 @@ def train_models(spec: TableSpec, root: str, compose: Compose, logger: str = "no
         name = f"{spec.name}-{job.role}-s{job.seed}"
         cfg = compose("train", [*_common(spec, root, logger), *[str(o) for o in spec.raw.get("train_overrides") or []],
                                 *overrides, *(SMOKE_TRAIN if smoke else ()),
-                                f"seed={job.seed}", f"name={name}",
+                                f"seed={job.training_seed}", f"name={name}",
                                 f"task=tables/{spec.name}/models", f"trainer.enable_progress_bar={str(progress_bar).lower()}"])
         with directory_lock(str(cfg.paths.output_dir)):
             print(f"[reproduce.table] model {job.role} (seed {job.seed}) -> {cfg.paths.output_dir}", flush=True)
@@ -134,7 +134,7 @@ def cell_config(spec: TableSpec, cell: Cell, root: str, checkpoints: dict[tuple[
         if key in row or key in spec.raw:
             cfg[key] = row.get(key, spec.raw.get(key))
     cfg.cell = {"table": spec.name, "row": row["label"], "model_role": role, "seed": cell.seed,
-                "attributor": row["attributor"]}
+                "attributor": row["attributor"], "scorer_role": row.get("scorer") or role}
     return cfg
 
 

@@ -8,8 +8,11 @@ Spec fields:
   ``train_overrides``: to every training run only;
 - ``seeds``: one model set and one evaluation per seed (mean and spread are reported);
 - ``eval_images``: test images per cell (first N of the test split), rows may lower it;
-- ``models``: role -> ``{train: [overrides of conf/train.yaml], description}``; an override may
-  refer to another role's best checkpoint as ``{checkpoint:<role>}`` (trained first);
+- ``models``: role -> ``{train: [overrides of conf/train.yaml], description, seed_offset}``; an
+  override may refer to another role's best checkpoint as ``{checkpoint:<role>}`` (trained first);
+  ``seed_offset: k`` trains the role with ``seed + k`` (e.g. the second of two re-trainings, or an
+  independent scorer of the black box's architecture), so roles that must differ in initialisation
+  and batch order do; the role's checkpoint is still found under the table seed;
   ``{pretrained: <model config>}`` instead of ``train`` uses a model config without training;
 - ``metrics``: label -> metric spec shared by every row (``conf/metrics`` format);
 - ``rows``: ``{label, model, attributor (a conf/attributor config name), attributor_options, scorer, eval_images, samples, target,
@@ -42,6 +45,12 @@ class ModelJob:
     overrides: tuple[str, ...]
     depends_on: tuple[str, ...]
     pretrained: dict[str, Any] | None = None
+    seed_offset: int = 0
+
+    @property
+    def training_seed(self) -> int:
+        """The seed the role is trained with (the table seed plus the role's ``seed_offset``)."""
+        return self.seed + self.seed_offset
 
 
 @dataclass(frozen=True)
@@ -121,6 +130,9 @@ class TableSpec:
         for role, model in self.models.items():
             if not isinstance(model, dict) or ("train" in model) == ("pretrained" in model):
                 raise ConfigError(f"{where}: model {role!r} needs exactly one of `train` (overrides) or `pretrained`.")
+            offset = model.get("seed_offset", 0)
+            if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+                raise ConfigError(f"{where}: model {role!r} has seed_offset {offset!r}; it must be an integer >= 0.")
             for ref in self._refs(model):
                 if ref not in self.models:
                     raise ConfigError(f"{where}: model {role!r} refers to {{checkpoint:{ref}}}, which is not a model of the table.")
@@ -224,6 +236,7 @@ class TableSpec:
                 overrides=tuple(str(o) for o in self.models[role].get("train") or []),
                 depends_on=tuple(self._refs(self.models[role])),
                 pretrained=self.models[role].get("pretrained"),
+                seed_offset=int(self.models[role].get("seed_offset", 0)),
             )
             for seed in self.seeds for role in needed
         ]
