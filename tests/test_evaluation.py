@@ -35,11 +35,11 @@ def _scalars(result):
 def _predictions(cfg):
     """Accuracy and per-image predictions of the explained model, computed without the module."""
     from reproduce.models import ModelAdapter
-    from reproduce.runtime.evaluation import load_explained_model
-    from reproduce.runtime.training import instantiate_node
+    from reproduce.runtime.evaluation import load_models
+    from reproduce.runtime.run_dir import instantiate_node
 
     L.seed_everything(int(cfg.seed))
-    model = load_explained_model(cfg)
+    model = load_models(cfg).explained
     dm = instantiate_node(cfg.data)
     dm.set_data_config(ModelAdapter(model).data_config)
     dm.setup("test")
@@ -57,8 +57,12 @@ def test_evaluate_cell_writes_result_overlays_and_wandb_run(compose):
     out = str(cfg.paths.output_dir)
     on_disk = json.load(open(os.path.join(out, "result.json")))
     assert on_disk == json.loads(json.dumps(result))
-    assert set(on_disk) == {"cell", "attributor", "metrics", "target", "samples", "evaluated_images", "scalars",
-                            "directions", "curves", "world_size", "overlay_indices", "finished_at"}
+    assert set(on_disk) == {"cell", "attributor", "metrics", "target", "samples", "selection", "requested_images",
+                            "evaluated_images", "scalars", "directions", "curves", "world_size", "overlay_indices",
+                            "finished_at"}
+    # samples=all without per_class: the first eval_images (null: every) test image, no prediction pass
+    assert on_disk["selection"] == {"samples": "all", "eval_images": None, "per_class": None, "seed": 0,
+                                    "order": "first", "pool": N_TEST, "scanned": 0, "chosen": N_TEST}
     assert on_disk["evaluated_images"] == N_TEST and on_disk["world_size"] == 1
     assert on_disk["attributor"] == {"name": "gradcam", "options": {}}
     assert (on_disk["target"], on_disk["samples"]) == ("label", "all")
