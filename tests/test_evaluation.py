@@ -249,3 +249,19 @@ def test_reference_models_give_a_stability_side_by_side(compose, tmp_path):
     assert 0 <= result["scalars"]["ssim/ssim"] <= 100
     figure = os.path.join(str(cfg.paths.output_dir), "stability.png")
     assert os.path.getsize(figure) > 10_000  # a 4 x 2 grid of overlays, not an empty canvas
+
+
+def test_sampled_images_pass_the_filter_and_are_recorded(compose):
+    cfg = compose("evaluate", [*BASE, "logger=none", "name=sampled", "samples=correct", "eval_images=3",
+                               "per_class=1", "sampling_seed=5", "metrics=[energy_pointing_game]", "num_overlays=3"])
+    result = evaluate_cell(cfg)
+    preds, labels = _predictions(cfg)
+    right = [i for i in range(N_TEST) if preds[i] == labels[i]]
+    chosen = result["overlay_indices"]  # every evaluated image is in the overlays (3 of them)
+    assert result["evaluated_images"] == len(chosen) == min(3, len({int(labels[i]) for i in right}))
+    assert all(i in right for i in chosen) and len({int(labels[i]) for i in chosen}) == len(chosen)
+    selection = result["selection"]
+    assert (selection["samples"], selection["eval_images"], selection["per_class"], selection["seed"]) == ("correct", 3, 1, 5)
+    assert selection["order"] == "seeded" and selection["chosen"] == len(chosen) and selection["pool"] == N_TEST
+    # Accuracy: over the images the prediction pass visited, not over the (all correct) chosen ones.
+    assert result["scalars"]["accuracy"] == pytest.approx(selection["scanned_accuracy"]) and result["scalars"]["accuracy"] < 100
