@@ -91,8 +91,10 @@ class Never(Oracle):
 
 
 def test_a_filter_that_keeps_nothing_is_an_error_naming_it():
-    with pytest.raises(DataError, match=r"samples=correct kept 0 of 60 test images: the model classifies none correctly"):
+    with pytest.raises(DataError, match=r"samples=correct kept 0 of 60 test images: the model classifies none "
+                                        r"correctly \(accuracy 0.0 %\). Nothing to explain: train it longer or use samples=all"):
         select_test_images(Never(), Items(), samples="correct", eval_images=4)
+    assert len(select_test_images(Never(), Items(), samples="all", eval_images=4).indices) == 4  # the fix works
     with pytest.raises(DataError, match=r"samples=misclassified kept 0 of 60 .* classifies every one correctly"):
         select_test_images(_Always(), Items(), samples="misclassified")
 

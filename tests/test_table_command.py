@@ -163,3 +163,27 @@ def test_a_smoke_run_is_written_apart_and_says_so(runs):
     assert {p: os.stat(p).st_mtime_ns for p in real_files} == real_files
     real = json.load(open(os.path.join(root, "results", "once.json")))
     assert real["smoke"] is False and real["title"] == "Steps once (tests)"
+
+
+def test_a_model_trained_with_other_settings_stops_the_table_and_the_fix_works(runs):
+    """Runs last: it moves the module's model directory away."""
+    import re
+    import shlex
+    import subprocess
+
+    from reproduce.errors import ConfigError
+    from reproduce.runtime.paths import TableLayout
+    from reproduce.runtime.run_dir import train_identity
+    from reproduce.runtime.table_runner import plan_table, train_models
+    from reproduce.runtime.training import resolve_resume
+
+    _, root, _ = runs
+    raw = __import__("yaml").safe_load(SPEC.replace("trainer.max_epochs=1", "trainer.max_epochs=2"))
+    plan = plan_table(TableSpec.from_config(raw), TableLayout(str(root), "once"))
+    with pytest.raises(ConfigError, match=r"holds a run with a different configuration .*: the table trained model "
+                                          r"'net' \(seed 0\) there with other settings; move it away") as err:
+        train_models(plan)
+    command = re.search(r"`(mv [^`]+)`", str(err.value)).group(1)
+    subprocess.run(shlex.split(command), check=True)  # as written
+    (_, cfg), = plan.trainings
+    assert resolve_resume(cfg, str(cfg.paths.output_dir), train_identity(cfg)) is None  # re-running now retrains

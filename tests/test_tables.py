@@ -122,3 +122,19 @@ def test_smoke_run_of_every_embedded_table(compose, tmp_path, name):
     out = publish(spec, str(tmp_path), wandb_mode="disabled")
     assert len(run.results) == len(spec.cells())
     assert not out.missing and os.path.exists(os.path.join(tmp_path, "results", f"{name}.png"))
+
+
+def test_a_cell_with_fewer_images_than_asked_says_so(tmp_path):
+    spec = _toy_spec()
+    root = str(tmp_path)
+    for key, n in (("a-s0", 64), ("a-s1", 64), ("b-s0", 12), ("b-s1", 64), ("c-s0", 64), ("c-s1", 64)):
+        atomic_write_json(cell_result_path(root, spec, key), {
+            "scalars": {"pxap/pxap": 50.0, "deletion/auc": 0.2}, "directions": {}, "curves": {},
+            "evaluated_images": n, "requested_images": 64})
+    out = assemble(root, spec)
+    assert "| B [1] | m |" in out.markdown and "| A | m |" in out.markdown
+    assert "[1] B: n=12 of 64 images (fewer passed the samples filter)." in out.markdown
+    rows = list(csv.DictReader(open(out.csv_path)))
+    assert (rows[1]["images"], rows[1]["images requested"]) == ("12 64", "64 64")
+    assert json.load(open(os.path.join(root, "results", "toy.json")))["rows"][1]["images"] == [12, 64]
+

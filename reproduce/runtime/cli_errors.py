@@ -26,7 +26,7 @@ from omegaconf import DictConfig
 from reproduce import __version__
 from reproduce.checks import suggest
 from reproduce.errors import ConfigError, ReproduceError
-from reproduce.runtime.paths import CONF_DIR, config_folders
+from reproduce.runtime.paths import CONF_DIR, check_run_name, config_folders
 
 USER_ERRORS = (ReproduceError, ConfigCompositionException, MissingConfigException, OverrideParseException)
 
@@ -131,6 +131,9 @@ def preflight(config_name: str, argv: list[str]) -> None:
     except OverrideParseException as err:
         raise ConfigError(f"{err.override!r} is not a valid override ({str(err).splitlines()[1]}); "
                           "write key=value, e.g. trainer.max_epochs=2.") from None
+    for key in ("train_run", "name"):  # before any directory is created from them (name is built from train_run)
+        if key in cfg:
+            check_run_name(key, cfg[key])
     output_dir = cfg.paths.output_dir if "paths" in cfg and "output_dir" in cfg.paths else None
     if output_dir is not None:
         try:

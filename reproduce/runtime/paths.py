@@ -19,8 +19,28 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
+from reproduce.errors import ConfigError
+
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 SMOKE_TITLE = "SMOKE (tiny settings): not a result"
+# A run name becomes a directory under outputs/<task>/: one path component of these characters.
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._=+,-]*")
+
+
+def slug(name: str) -> str:
+    """``name`` made a safe run-directory name (what :func:`check_run_name` suggests)."""
+    return re.sub(r"[^A-Za-z0-9._=+,-]+|\.{2,}", "_", str(name)).strip("._=+,-") or "run"
+
+
+def check_run_name(key: str, name: Any) -> None:
+    """A run name is one directory below ``outputs/<task>/``: no ``/``, no ``..``, no leading dot."""
+    if isinstance(name, str) and RUN_NAME.fullmatch(name) and ".." not in name:
+        return
+    raise ConfigError(
+        f"{key}={name!r} is not a plain run name (it becomes a directory under outputs/, so it may hold "
+        f"letters, digits and . _ = + , - only, without '..' or '/'); refused, nothing was written. "
+        f"Use e.g. {key}={slug(name)}."
+    )
 
 
 @dataclass(frozen=True)

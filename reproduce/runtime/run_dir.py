@@ -10,7 +10,6 @@ from __future__ import annotations
 import glob
 import json
 import os
-import re
 from typing import Any
 
 from hydra.errors import InstantiationException
@@ -34,10 +33,6 @@ TRAIN_VOLATILE_KEYS = (*_COMMON_VOLATILE, "resume", "test")
 # ``train_run`` and the checkpoint paths are replaced there, ``recompute`` only forces a run.
 EVAL_VOLATILE_KEYS = (*_COMMON_VOLATILE, "num_overlays", "recompute", "train_run",
                       "trainer.max_epochs", "trainer.num_sanity_val_steps")
-
-# A run name becomes a directory under outputs/: one path component of these characters.
-RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._=+,-]*")
-
 
 def job_config(cfg: DictConfig) -> dict[str, Any]:
     """The resolved config as plain data, without Hydra's own node."""
@@ -63,22 +58,6 @@ def read_run_file(path: str) -> dict[str, Any]:
             return json.load(f)
     except json.JSONDecodeError as err:
         raise ConfigError(f"{path} is corrupt ({err}); delete it (`rm {path}`) and re-run the same command.") from err
-
-
-def slug(name: str) -> str:
-    """``name`` made a safe run-directory name (what :func:`check_run_name` suggests)."""
-    return re.sub(r"[^A-Za-z0-9._=+,-]+", "_", str(name)).strip("._") or "run"
-
-
-def check_run_name(key: str, name: Any) -> None:
-    """A run name is one directory below ``outputs/<task>/``: no ``/``, no ``..``, no leading dot."""
-    if isinstance(name, str) and RUN_NAME.fullmatch(name) and ".." not in name:
-        return
-    raise ConfigError(
-        f"{key}={name!r} is not a plain run name (it becomes a directory under outputs/, so it may hold "
-        f"letters, digits and . _ = + , - only, without '..' or '/'); refused, nothing was written. "
-        f"Use e.g. {key}={slug(name)}."
-    )
 
 
 def wandb_run_folders(run_dir: str) -> list[str]:

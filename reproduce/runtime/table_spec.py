@@ -38,8 +38,7 @@ from typing import Any
 from reproduce.checks import check_int
 from reproduce.errors import ConfigError
 from reproduce.metrics.registry import METRICS
-from reproduce.runtime.paths import group_options
-from reproduce.runtime.run_dir import check_run_name
+from reproduce.runtime.paths import check_run_name, group_options
 
 CHECKPOINT_REF = re.compile(r"\{checkpoint:([A-Za-z0-9_\-]+)\}")
 MODEL_KEYS = ("train", "pretrained", "description", "seed_offset")

@@ -25,8 +25,7 @@ from reproduce.runtime.config_checks import (
     check_targets, check_trainer, require, resolved,
 )
 from reproduce.runtime.limits import check_memory, estimate_bytes, image_shape
-from reproduce.runtime.paths import CONF_DIR, group_config
-from reproduce.runtime.run_dir import check_run_name
+from reproduce.runtime.paths import CONF_DIR, check_run_name, group_config
 from reproduce.runtime.table_spec import ROW_SAMPLING_KEYS, TableSpec, slugify
 
 TARGET_CHOICES = ("label", "prediction")
@@ -120,11 +119,11 @@ def validate_evaluate(cfg: DictConfig, models_exist: bool = True) -> dict[str, A
     """Check an ``evaluate`` config; returns it resolved as plain data. ``models_exist=False``: the
     checkpoints are still to be trained (a table's cells, checked before its models are trained)."""
     plain = resolved(cfg, "evaluate config")
+    check_run_name("train_run", plain.get("train_run", "none"))  # before `name`, which is built from it
     check_common(plain)
     check_sampling(plain)
     check_int("num_overlays", plain.get("num_overlays", 8), minimum=0)
     check_bool("recompute", plain.get("recompute", False))
-    check_run_name("train_run", plain.get("train_run", "none"))
     check_targets(plain)
     check_data(require(plain, "data"))
     shape = image_shape(plain["data"])
