@@ -265,3 +265,63 @@ def test_sampled_images_pass_the_filter_and_are_recorded(compose):
     assert selection["order"] == "seeded" and selection["chosen"] == len(chosen) and selection["pool"] == N_TEST
     # Accuracy: over the images the prediction pass visited, not over the (all correct) chosen ones.
     assert result["scalars"]["accuracy"] == pytest.approx(selection["scanned_accuracy"]) and result["scalars"]["accuracy"] < 100
+
+
+def _loader(n=8, batch=4):
+    g = torch.Generator().manual_seed(3)
+    items = [{"image": torch.randn(3, 64, 64, generator=g), "label": i % 6, "index": i} for i in range(n)]
+    return DataLoader(items, batch_size=batch)
+
+
+def _trainer():
+    return L.Trainer(accelerator="cpu", logger=False, inference_mode=False, enable_progress_bar=False,
+                     enable_model_summary=False, enable_checkpointing=False)
+
+
+def test_maps_are_explained_once_per_model_and_batch_and_equal_fresh_ones(cnn):
+    from unittest import mock
+
+    from reproduce.attributors import create
+    from reproduce.attributors.base import Attributor
+    from reproduce.lit.evaluation import AttributionEvaluation
+    from reproduce.models import create_model
+
+    torch.manual_seed(1)
+    other = create_model("resnet10t_os16", num_classes=6).eval()
+    module = AttributionEvaluation(cnn, "saliency", metrics={"ssim": {"name": "ssim_stability", "other": "@b"}},
+                                   reference_models={"b": other}, num_overlays=4)
+    calls = {}
+    real = Attributor.attribute
+
+    def counted(self, inputs, target=None):
+        calls[id(self.model)] = calls.get(id(self.model), 0) + 1
+        return real(self, inputs, target)
+
+    with mock.patch.object(Attributor, "attribute", counted):
+        _trainer().test(module, dataloaders=_loader(), verbose=False)
+    # Two batches: the explained model once each; model b once each for SSIM, and the stability
+    # figure's first four images come from the cache (without it: a third call).
+    assert calls == {id(cnn): 2, id(other): 2} and module.maps_cache.hits == 1
+    images = torch.stack([item["image"] for item in _loader().dataset[:4]])
+    fresh = create("saliency", other).attribute(images, torch.tensor([0, 1, 2, 3]))
+    cached = torch.stack([o["references"][0] for o in module._overlays])
+    assert torch.equal(cached, fresh)
+
+
+def test_a_metric_can_be_scored_by_a_reference_model(cnn):
+    from reproduce.errors import ConfigError
+    from reproduce.lit.evaluation import AttributionEvaluation
+    from reproduce.models import create_model
+
+    torch.manual_seed(2)
+    independent = create_model("resnet10t_os16", num_classes=6).eval()
+    metrics = {"ins": {"name": "insertion", "steps": 4, "scorer": "@indep"}, "del": {"name": "deletion", "steps": 4}}
+    module = AttributionEvaluation(cnn, "saliency", metrics=metrics, reference_models={"indep": independent}, num_overlays=0)
+    assert module.metrics["ins"].model is independent and module.metrics["del"].model is cnn
+    _trainer().test(module, dataloaders=_loader(), verbose=False)
+    assert module.result["metrics"]["ins"]["scorer"] == "@indep" and "scorer" not in module.result["metrics"]["del"]
+    with pytest.raises(ConfigError, match='metrics.ins.scorer must name a reference model as "@<name>"'):
+        AttributionEvaluation(cnn, "saliency", metrics={"ins": {"name": "insertion", "scorer": "indep"}},
+                              reference_models={"indep": independent})
+    with pytest.raises(ConfigError, match="refers to model '@nope'"):
+        AttributionEvaluation(cnn, "saliency", metrics={"ins": {"name": "insertion", "scorer": "@nope"}})
