@@ -325,3 +325,50 @@ def test_a_metric_can_be_scored_by_a_reference_model(cnn):
                               reference_models={"indep": independent})
     with pytest.raises(ConfigError, match="refers to model '@nope'"):
         AttributionEvaluation(cnn, "saliency", metrics={"ins": {"name": "insertion", "scorer": "@nope"}})
+
+
+def test_the_evaluate_command_says_where_things_went_in_percent(tmp_path, monkeypatch, capsys):
+    """The entry point in this process: the summary's units and the closing lines (issue 11.8)."""
+    from reproduce.evaluate import PROG, main
+    from reproduce.runtime.cli_errors import run_entry_point
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["reproduce.evaluate", *BASE, f"paths.root={tmp_path}", "name=told", "logger=wandb",
+                                      "metrics=[pxap,pointing_game,cost]"])
+    run_entry_point(main, PROG, "evaluate")
+    out = capsys.readouterr().out
+    run_dir = f"{tmp_path}/outputs/evaluate/told"
+    assert f"[reproduce.evaluate] told: {N_TEST} images (samples=all); proportions in %:" in out
+    result = json.load(open(f"{run_dir}/result.json"))
+    pointing = result["scalars"]["pointing_game/accuracy"]
+    assert re.search(rf"pointing_game/accuracy\s+{100 * pointing:.4f} %\s+higher is better", out)  # a fraction, in %
+    assert re.search(rf"pxap/pxap\s+{result['scalars']['pxap/pxap']:.4f} %", out)                # already in %
+    assert re.search(r"cost/seconds_per_image\s+\d+\.\d+ s/img", out)
+    for line in (f"[reproduce.evaluate] run directory: {run_dir}", f"[reproduce.evaluate] wrote {run_dir}/result.json",
+                 f"[reproduce.evaluate] wrote {run_dir}/overlays.png"):
+        assert line in out
+    sync = re.search(r"upload it with `wandb sync (\S+)`", out)
+    assert sync and sync.group(1).startswith(f"{run_dir}/wandb/offline-run-") and os.path.isdir(sync.group(1))
+    for noise in ("GPU available", "litlogger", "Seed set to"):
+        assert noise not in out
+
+
+def test_lightning_banner_is_quiet_unless_verbose():
+    import logging
+    import warnings
+
+    from reproduce.runtime.console import quiet_lightning
+
+    banner = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    before = logging.getLogger("lightning.pytorch").level
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with quiet_lightning(verbose=False):
+            assert not banner.isEnabledFor(logging.INFO)
+            warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated", DeprecationWarning)
+            warnings.warn("something the user must see", UserWarning)
+        with quiet_lightning(verbose=True):
+            assert banner.isEnabledFor(logging.INFO) == logging.getLogger("lightning.pytorch").isEnabledFor(logging.INFO)
+            warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated", DeprecationWarning)
+    assert [str(w.message) for w in seen] == ["something the user must see", "`isinstance(treespec, LeafSpec)` is deprecated"]
+    assert logging.getLogger("lightning.pytorch").level == before  # restored

@@ -40,6 +40,7 @@ from reproduce.metrics import AttributionBatch, create_metric
 from reproduce.metrics.cost import cost_extras
 from reproduce.models import ModelAdapter
 from reproduce.atomic import atomic_write_json
+from reproduce.viz.overlays import overlay_grid, stability_grid
 
 SAMPLE_CHOICES = ("all", "correct", "misclassified")
 TARGET_CHOICES = ("label", "prediction")
@@ -337,8 +338,6 @@ class AttributionEvaluation(L.LightningModule):
 
     def _log_result(self, scalars: dict[str, float], curves: dict[str, list[float]],
                     overlays: list[dict[str, Any]]) -> None:
-        from reproduce.viz.overlays import overlay_grid, stability_grid
-
         figure_path = stability_path = None
         if overlays and self.result_path:
             figure_path = os.path.join(os.path.dirname(self.result_path), "overlays.png")

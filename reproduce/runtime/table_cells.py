@@ -29,6 +29,10 @@ SMOKE_SIZES = {"train": 64, "val": 32, "test": 32}
 SMOKE_TRAIN = (f"data.options.sizes={{train:{SMOKE_SIZES['train']},val:{SMOKE_SIZES['val']},test:{SMOKE_SIZES['test']}}}",
                "trainer.max_epochs=1", "data.batch_size=32")
 SMOKE_IMAGES = 4
+# With the progress bar on, a cell's test loop runs in at least this many batches, so that the bar
+# moves inside a costly cell (maps never depend on batch-mates, and the batch size is not part of a
+# result's identity: see runtime/run_dir.py).
+PROGRESS_BATCHES = 8
 
 
 def hydra_compose(config_name: str, overrides: list[str]) -> DictConfig:
@@ -101,9 +105,11 @@ def _metrics(spec: TableSpec, row: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def cell_overrides(spec: TableSpec, cell: Cell, layout: TableLayout, checkpoints: Checkpoints, *, logger: str,
-                   progress_bar: bool, verbose: bool, recompute: bool, data_sizes: bool) -> list[str]:
+                   progress_bar: bool, verbose: bool, recompute: bool, data_sizes: bool,
+                   eval_batch_size: int | None = None) -> list[str]:
     """The ``evaluate`` overrides of one cell: the row's model, attributor, metrics and images.
-    ``data_sizes``: the data config has ``options.sizes`` (smoke mode shrinks them)."""
+    ``data_sizes``: the data config has ``options.sizes`` (smoke mode shrinks them);
+    ``eval_batch_size``: the data config's (lowered with the progress bar on, see PROGRESS_BATCHES)."""
     row, role = cell.row, cell.row["model"]
     pretrained = spec.models[role].get("pretrained")
     models = [f"model={pretrained}", "checkpoint=null"] if pretrained is not None else \
@@ -116,6 +122,8 @@ def cell_overrides(spec: TableSpec, cell: Cell, layout: TableLayout, checkpoints
     if layout.smoke:
         images = SMOKE_IMAGES if images is None else min(int(images), SMOKE_IMAGES)
     sampling = [f"eval_images={override_value(images)}"]
+    if progress_bar and images and eval_batch_size:
+        sampling.append(f"data.eval_batch_size={max(1, min(eval_batch_size, math.ceil(images / PROGRESS_BATCHES)))}")
     for key in ("samples", "per_class", "sampling_seed", "target"):
         if spec.row_setting(row, key) is not None:
             sampling.append(f"{key}={override_value(spec.row_setting(row, key))}")

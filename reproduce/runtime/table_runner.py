@@ -82,12 +82,14 @@ def plan_table(spec: TableSpec, layout: TableLayout, compose: Compose = hydra_co
         plan.checkpoints[(job.role, job.seed)] = os.path.join(str(cfg.paths.output_dir), "checkpoints", "best.ckpt")
     probe = compose("evaluate", [f"paths.root={layout.root}", f"data={spec.data}", "logger=none", *spec.overrides])
     data_sizes = "sizes" in (probe.data.get("options") or {})
+    eval_batch = probe.data.get("eval_batch_size") or probe.data.get("batch_size")
     for cell in spec.cells():
         if cell.index % count != index:
             continue
         cfg = compose("evaluate", cell_overrides(spec, cell, layout, plan.checkpoints, logger=logger,
                                                  progress_bar=progress_bar, verbose=verbose,
-                                                 recompute=_selected(recompute, cell), data_sizes=data_sizes))
+                                                 recompute=_selected(recompute, cell), data_sizes=data_sizes,
+                                                 eval_batch_size=eval_batch))
         validate_evaluate(cfg, models_exist=False)
         plan.cells.append((cell, cfg))
     return plan
