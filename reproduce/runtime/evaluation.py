@@ -221,7 +221,8 @@ def select_images(cfg: DictConfig, explained: nn.Module, datamodule) -> Selectio
         per_class=cfg.get("per_class"), seed=int(cfg.get("sampling_seed", 0)),
         batch_size=int(datamodule.eval_batch_size), num_workers=int(datamodule.num_workers),
     )
-    datamodule.restrict_test(selection.indices)
+    if selection.indices is not None:
+        datamodule.restrict_test(selection.indices)
     return selection
 
 

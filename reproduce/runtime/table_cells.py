@@ -23,7 +23,7 @@ from reproduce.runtime.table_spec import CHECKPOINT_REF, Cell, ModelJob, TableSp
 Compose = Callable[[str, list[str]], DictConfig]
 Checkpoints = dict[tuple[str, int], "str | None"]
 
-# Smoke mode (tests, `make smoke`): every model one tiny epoch, every attributor its smoke options,
+# Smoke mode (tests, `make smoke TABLE=<name>`): every model one tiny epoch, every attributor its smoke options,
 # a few test images (that pass the row's samples filter: the sampler picks them).
 SMOKE_SIZES = {"train": 64, "val": 32, "test": 32}
 SMOKE_TRAIN = (f"data.options.sizes={{train:{SMOKE_SIZES['train']},val:{SMOKE_SIZES['val']},test:{SMOKE_SIZES['test']}}}",
