@@ -9,7 +9,7 @@ export WANDB_SILENT ?= true
 DATA ?= synthetic
 DATA_ROOT ?=
 
-.PHONY: install test test-full train bench reproduce-table3 reproduce-moxi reproduce-superpixel reproduce-smdl reproduce-sanity reproduce-all clean-venv
+.PHONY: install test test-full train bench smoke reproduce-table3 reproduce-moxi reproduce-superpixel reproduce-smdl reproduce-sanity reproduce-all clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,11 @@ bench: $(STAMP)
 	$(PY) -m reproduce.bench attributors
 	$(PY) -m reproduce.bench games
 	$(PY) -m reproduce.bench metrics
+
+# Any table end to end with tiny settings, in minutes: `make smoke TABLE=moxi` (results/smoke/, not a result).
+TABLE ?= table3
+smoke: $(STAMP)
+	$(PY) -m reproduce.table table=$(TABLE) smoke=true
 
 # Paper results. DATA picks the paper's setting (a spec conf/table/<table>_<DATA>.yaml), DATA_ROOT
 # its dataset folder; the default is the embedded benchmark, offline, on a CPU.

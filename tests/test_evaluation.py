@@ -35,11 +35,11 @@ def _scalars(result):
 def _predictions(cfg):
     """Accuracy and per-image predictions of the explained model, computed without the module."""
     from reproduce.models import ModelAdapter
-    from reproduce.runtime.evaluation import load_explained_model
-    from reproduce.runtime.training import instantiate_node
+    from reproduce.runtime.evaluation import load_models
+    from reproduce.runtime.run_dir import instantiate_node
 
     L.seed_everything(int(cfg.seed))
-    model = load_explained_model(cfg)
+    model = load_models(cfg).explained
     dm = instantiate_node(cfg.data)
     dm.set_data_config(ModelAdapter(model).data_config)
     dm.setup("test")
@@ -57,8 +57,12 @@ def test_evaluate_cell_writes_result_overlays_and_wandb_run(compose):
     out = str(cfg.paths.output_dir)
     on_disk = json.load(open(os.path.join(out, "result.json")))
     assert on_disk == json.loads(json.dumps(result))
-    assert set(on_disk) == {"cell", "attributor", "metrics", "target", "samples", "evaluated_images", "scalars",
-                            "directions", "curves", "world_size", "overlay_indices", "finished_at"}
+    assert set(on_disk) == {"cell", "attributor", "metrics", "target", "samples", "selection", "requested_images",
+                            "evaluated_images", "scalars", "directions", "curves", "world_size", "overlay_indices",
+                            "finished_at"}
+    # samples=all without per_class: the first eval_images (null: every) test image, no prediction pass
+    assert on_disk["selection"] == {"samples": "all", "eval_images": None, "per_class": None, "seed": 0,
+                                    "order": "first", "pool": N_TEST, "scanned": 0, "chosen": N_TEST}
     assert on_disk["evaluated_images"] == N_TEST and on_disk["world_size"] == 1
     assert on_disk["attributor"] == {"name": "gradcam", "options": {}}
     assert (on_disk["target"], on_disk["samples"]) == ("label", "all")
@@ -245,3 +249,126 @@ def test_reference_models_give_a_stability_side_by_side(compose, tmp_path):
     assert 0 <= result["scalars"]["ssim/ssim"] <= 100
     figure = os.path.join(str(cfg.paths.output_dir), "stability.png")
     assert os.path.getsize(figure) > 10_000  # a 4 x 2 grid of overlays, not an empty canvas
+
+
+def test_sampled_images_pass_the_filter_and_are_recorded(compose):
+    cfg = compose("evaluate", [*BASE, "logger=none", "name=sampled", "samples=correct", "eval_images=3",
+                               "per_class=1", "sampling_seed=5", "metrics=[energy_pointing_game]", "num_overlays=3"])
+    result = evaluate_cell(cfg)
+    preds, labels = _predictions(cfg)
+    right = [i for i in range(N_TEST) if preds[i] == labels[i]]
+    chosen = result["overlay_indices"]  # every evaluated image is in the overlays (3 of them)
+    assert result["evaluated_images"] == len(chosen) == min(3, len({int(labels[i]) for i in right}))
+    assert all(i in right for i in chosen) and len({int(labels[i]) for i in chosen}) == len(chosen)
+    selection = result["selection"]
+    assert (selection["samples"], selection["eval_images"], selection["per_class"], selection["seed"]) == ("correct", 3, 1, 5)
+    assert selection["order"] == "seeded" and selection["chosen"] == len(chosen) and selection["pool"] == N_TEST
+    # Accuracy: over the images the prediction pass visited, not over the (all correct) chosen ones.
+    assert result["scalars"]["accuracy"] == pytest.approx(selection["scanned_accuracy"]) and result["scalars"]["accuracy"] < 100
+
+
+def _loader(n=8, batch=4):
+    g = torch.Generator().manual_seed(3)
+    items = [{"image": torch.randn(3, 64, 64, generator=g), "label": i % 6, "index": i} for i in range(n)]
+    return DataLoader(items, batch_size=batch)
+
+
+def _trainer():
+    return L.Trainer(accelerator="cpu", logger=False, inference_mode=False, enable_progress_bar=False,
+                     enable_model_summary=False, enable_checkpointing=False)
+
+
+def test_maps_are_explained_once_per_model_and_batch_and_equal_fresh_ones(cnn):
+    from unittest import mock
+
+    from reproduce.attributors import create
+    from reproduce.attributors.base import Attributor
+    from reproduce.lit.evaluation import AttributionEvaluation
+    from reproduce.models import create_model
+
+    torch.manual_seed(1)
+    other = create_model("resnet10t_os16", num_classes=6).eval()
+    module = AttributionEvaluation(cnn, "saliency", metrics={"ssim": {"name": "ssim_stability", "other": "@b"}},
+                                   reference_models={"b": other}, num_overlays=4)
+    calls = {}
+    real = Attributor.attribute
+
+    def counted(self, inputs, target=None):
+        calls[id(self.model)] = calls.get(id(self.model), 0) + 1
+        return real(self, inputs, target)
+
+    with mock.patch.object(Attributor, "attribute", counted):
+        _trainer().test(module, dataloaders=_loader(), verbose=False)
+    # Two batches: the explained model once each; model b once each for SSIM, and the stability
+    # figure's first four images come from the cache (without it: a third call).
+    assert calls == {id(cnn): 2, id(other): 2} and module.maps_cache.hits == 1
+    images = torch.stack([item["image"] for item in _loader().dataset[:4]])
+    fresh = create("saliency", other).attribute(images, torch.tensor([0, 1, 2, 3]))
+    cached = torch.stack([o["references"][0] for o in module._overlays])
+    assert torch.equal(cached, fresh)
+
+
+def test_a_metric_can_be_scored_by_a_reference_model(cnn):
+    from reproduce.errors import ConfigError
+    from reproduce.lit.evaluation import AttributionEvaluation
+    from reproduce.models import create_model
+
+    torch.manual_seed(2)
+    independent = create_model("resnet10t_os16", num_classes=6).eval()
+    metrics = {"ins": {"name": "insertion", "steps": 4, "scorer": "@indep"}, "del": {"name": "deletion", "steps": 4}}
+    module = AttributionEvaluation(cnn, "saliency", metrics=metrics, reference_models={"indep": independent}, num_overlays=0)
+    assert module.metrics["ins"].model is independent and module.metrics["del"].model is cnn
+    _trainer().test(module, dataloaders=_loader(), verbose=False)
+    assert module.result["metrics"]["ins"]["scorer"] == "@indep" and "scorer" not in module.result["metrics"]["del"]
+    with pytest.raises(ConfigError, match='metrics.ins.scorer must name a reference model as "@<name>"'):
+        AttributionEvaluation(cnn, "saliency", metrics={"ins": {"name": "insertion", "scorer": "indep"}},
+                              reference_models={"indep": independent})
+    with pytest.raises(ConfigError, match="refers to model '@nope'"):
+        AttributionEvaluation(cnn, "saliency", metrics={"ins": {"name": "insertion", "scorer": "@nope"}})
+
+
+def test_the_evaluate_command_says_where_things_went_in_percent(tmp_path, monkeypatch, capsys):
+    """The entry point in this process: the summary's units and the closing lines (issue 11.8)."""
+    from reproduce.evaluate import PROG, main
+    from reproduce.runtime.cli_errors import run_entry_point
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["reproduce.evaluate", *BASE, f"paths.root={tmp_path}", "name=told", "logger=wandb",
+                                      "metrics=[pxap,pointing_game,cost]"])
+    run_entry_point(main, PROG, "evaluate")
+    out = capsys.readouterr().out
+    run_dir = f"{tmp_path}/outputs/evaluate/told"
+    assert f"[reproduce.evaluate] told: {N_TEST} images (samples=all); proportions in %:" in out
+    result = json.load(open(f"{run_dir}/result.json"))
+    pointing = result["scalars"]["pointing_game/accuracy"]
+    assert re.search(rf"pointing_game/accuracy\s+{100 * pointing:.4f} %\s+higher is better", out)  # a fraction, in %
+    assert re.search(rf"pxap/pxap\s+{result['scalars']['pxap/pxap']:.4f} %", out)                # already in %
+    assert re.search(r"cost/seconds_per_image\s+\d+\.\d+ s/img", out)
+    for line in (f"[reproduce.evaluate] run directory: {run_dir}", f"[reproduce.evaluate] wrote {run_dir}/result.json",
+                 f"[reproduce.evaluate] wrote {run_dir}/overlays.png"):
+        assert line in out
+    sync = re.search(r"upload it with `wandb sync (\S+)`", out)
+    assert sync and sync.group(1).startswith(f"{run_dir}/wandb/offline-run-") and os.path.isdir(sync.group(1))
+    for noise in ("GPU available", "litlogger", "Seed set to"):
+        assert noise not in out
+
+
+def test_lightning_banner_is_quiet_unless_verbose():
+    import logging
+    import warnings
+
+    from reproduce.runtime.console import quiet_lightning
+
+    banner = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    before = logging.getLogger("lightning.pytorch").level
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with quiet_lightning(verbose=False):
+            assert not banner.isEnabledFor(logging.INFO)
+            warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated", DeprecationWarning)
+            warnings.warn("something the user must see", UserWarning)
+        with quiet_lightning(verbose=True):
+            assert banner.isEnabledFor(logging.INFO) == logging.getLogger("lightning.pytorch").isEnabledFor(logging.INFO)
+            warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated", DeprecationWarning)
+    assert [str(w.message) for w in seen] == ["something the user must see", "`isinstance(treespec, LeafSpec)` is deprecated"]
+    assert logging.getLogger("lightning.pytorch").level == before  # restored

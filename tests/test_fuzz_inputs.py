@@ -29,7 +29,8 @@ from reproduce.models import create_model
 from reproduce.models.checkpoint import load_weights, read_checkpoint
 from reproduce.models.factory import load_model
 from reproduce.models.loading import load_any
-from reproduce.runtime.validation import check_target, validate_evaluate, validate_table, validate_train
+from reproduce.runtime.config_checks import check_target
+from reproduce.runtime.validation import validate_evaluate, validate_table, validate_train
 
 METHODS = [m for m in available() if not get_class(m).contract_skip]
 
@@ -393,15 +394,22 @@ TRAIN_CASES = [
     (["test=maybe"], "test must be true or false"),
     (["name=''"], "name must be a non-empty string"),
     (["name=${nope}"], "cannot be resolved"),
+    # run names stay one directory under outputs/ (11.5)
+    (["name=../../../tmp/x"], r"name='../../../tmp/x' is not a plain run name .* refused, nothing was written. Use e.g. name=tmp_x"),
+    (["name=a/b"], r"not a plain run name.*Use e.g. name=a_b"),
+    (["name=.hidden"], "not a plain run name"),
+    # a training batch that cannot fit in memory (11.4)
+    (["data.batch_size=100000000"], r"a training batch needs about \d+\.\d GiB .* Lower it, e.g. data.batch_size=\d+"),
+    (["verbose=loud"], "verbose must be true or false"),
 ]
 
 EVALUATE_CASES = [
     (["attributor.name=gradcm"], "Did you mean gradcam"),
-    (["attributor=integrated_gradients", "++attributor.options.steps=0"], "attributor.options.steps must be a positive integer"),
+    (["attributor=integrated_gradients", "++attributor.options.steps=0"], r"attributor.options.steps must be an integer in \[1, 10000\], got 0"),
     (["+attributor.options.bogus=1"], "attributor.options.bogus: 'gradcam' has no such option"),
     (["attributor=smoothgrad", "++attributor.options.n_samples=-2"], "attributor.options.n_samples must be"),
     (["metrics=[]"], "No metrics selected"),
-    (["metrics.insertion.steps=0"], "metrics.insertion.steps must be a positive integer"),
+    (["metrics.insertion.steps=0"], r"metrics.insertion.steps must be an integer in \[1, 4096\], got 0"),
     (["metrics.insertion.name=insertin"], "Did you mean insertion"),
     (["+metrics.insertion.bogus=1"], "metrics.insertion.bogus: metric 'insertion' has no such option"),
     (["+metrics.pxap.bins=0"], "metrics.pxap.bins must be"),
@@ -416,6 +424,31 @@ EVALUATE_CASES = [
     (["data.batch_size=0"], "data.batch_size must be"),
     (["+trainer.max_epohcs=1"], "not a Lightning Trainer argument"),
     (["logger=csv", "logger._target_=os.system"], "is not allowed"),
+    # counts bounded by what they can mean (11.4)
+    (["metrics.insertion.steps=1000000000"],
+     r"metrics.insertion.steps must be an integer in \[1, 4096\], got 1000000000 \(a 64x64 image has 4096 pixels"),
+    (["metrics.deletion.steps=4097"], r"metrics.deletion.steps must be an integer in \[1, 4096\]"),
+    (["attributor=integrated_gradients", "++attributor.options.steps=1000000000"],
+     r"attributor.options.steps must be an integer in \[1, 10000\].*documented cap in reproduce/runtime/limits.py"),
+    (["attributor=smoothgrad", "++attributor.options.n_samples=1000000000"], r"n_samples must be an integer in \[1, 10000\]"),
+    (["attributor=rise", "++attributor.options.n_masks=1000000000"], r"n_masks must be an integer in \[1, 100000\]"),
+    (["attributor=shapley_sampling", "++attributor.options.n_rounds=1000000000"], r"n_rounds must be an integer in \[1, 10000\]"),
+    (["attributor=hsic", "++attributor.options.nb_design=1000000000"], r"nb_design must be an integer in \[1, 100000\]"),
+    (["attributor=shapley_exact", "++attributor.options.max_players=40"], r"max_players must be an integer in \[1, 24\]"),
+    (["attributor=superpixel_smoothgrad", "++attributor.options.base_options={n_samples:1000000000}"],
+     r"attributor.options.base_options.n_samples must be an integer in \[1, 10000\]"),
+    (["attributor=moxi_insertion", "++attributor.options.grid=65"], r"attributor.options.grid must be an integer in \[1, 64\]"),
+    (["data.eval_batch_size=100000000"], r"an evaluation batch needs about \d+\.\d GiB .* Lower it, e.g. data.eval_batch_size=\d+"),
+    (["attributor=rise", "++attributor.options.batch_size=65536", "data.image_size=224"], "needs about|GiB"),
+    # images (12.8), recompute (11.1), names (11.5), per-metric scorers
+    (["eval_images=0"], "eval_images must be a positive integer"),
+    (["per_class=-1"], "per_class must be a positive integer"),
+    (["sampling_seed=-1"], "sampling_seed must be an integer >= 0"),
+    (["recompute=maybe"], "recompute must be true or false"),
+    (["name=../x"], "not a plain run name"),
+    (["train_run=../../etc"], "train_run='../../etc' is not a plain run name"),
+    (["+metrics.insertion.scorer=blackbox"], "scorer must name a reference model"),
+    (["+metrics.insertion.scorer='@ghost'"], "names no reference model"),
 ]
 
 TABLE_CASES = [
@@ -433,6 +466,20 @@ TABLE_CASES = [
     (["table.rows.0.attributor=gradcm"], "not in conf/attributor"),
     (["table.rows.0.model=nobody"], "uses model 'nobody'"),
     (["+table.extra._target_=os.system"], "is not allowed"),
+    # every row's options checked before any training (12.10)
+    (["+table.rows.5.attributor_options.n_mask=1000"], r"table.rows\[5\] \(RISE\).attributor.options.n_mask: 'rise' has no such option. Did you mean n_masks"),
+    (["+table.metrics.pointing.tolerence=3"], r"metrics.pointing.tolerence: metric 'pointing_game' has no such option. Did you mean tolerance"),
+    (["+table.rows.2.metric_options.pxap.binz=3"], r"table.rows\[2\] \(Grad-CAM\).metrics.pxap.binz: .* Did you mean bins"),
+    (["table.rows.5.attributor_options.n_masks=1000000000"], r"n_masks must be an integer in \[1, 100000\]"),
+    (["+table.rows.0.per_class=0"], r"table.rows\[0\] \(COMET\).per_class must be a positive integer"),
+    (["+table.per_class=0"], "table.per_class must be a positive integer"),
+    (["+table.samples=some"], "table.samples must be one of"),
+    (["+table.metrics.insertion.scorer='@nobody'"], "names no reference model"),
+    (["+table.models.blackbox.seed_offset=-1"], "seed_offset must be an integer >= 0"),
+    (["+table.models.blackbox.sed_offset=1"], r"unknown key\(s\) \['sed_offset'\]"),
+    (["table.name=../x"], "table.name='../x' is not a plain run name"),
+    (["recompute=Grad-CAMM"], "recompute='Grad-CAMM' is neither .* Did you mean Grad-CAM"),
+    (["verbose=1"], "verbose must be true or false"),
 ]
 
 
@@ -486,7 +533,7 @@ def test_shipped_table_configs_pass_validation(table, compose):
 
 
 def test_instantiate_guard_runs_nothing_outside_the_allow_list(tmp_path, monkeypatch):
-    from reproduce.runtime.training import instantiate_node
+    from reproduce.runtime.run_dir import instantiate_node
 
     monkeypatch.chdir(tmp_path)
     for target in ("os.system", "subprocess.call", "reproduce.runtime.training.os.system", "builtins.exec"):
@@ -508,7 +555,16 @@ CLI_CASES = [
     ("reproduce.train", ["seed=-1"], "seed must be an integer >= 0"),
     ("reproduce.evaluate", ["num_overlays=-2"], "num_overlays must be"),
     ("reproduce.table", ["shard.count=0"], "shard.count must be a positive integer"),
-    ("reproduce.evaluate", ["attributor=gradcm"], "Could not find 'attributor/gradcm'"),  # Hydra's own
+    # Hydra's own errors, reworded to one line with the fix (11.9)
+    ("reproduce.evaluate", ["attributor=gradcm"], "attributor: there is no config 'gradcm' (conf/attributor/gradcm.yaml). Did you mean gradcam"),
+    ("reproduce.evaluate", ["metrics=[pxapp]"], "metrics: there is no config 'pxapp' (conf/metrics/pxapp.yaml). Did you mean pxap"),
+    ("reproduce.train", ["trainer.max_epoch=1"],
+     "trainer.max_epoch is not a key of the train config. Did you mean trainer.max_epochs? (e.g. trainer.max_epochs=1)"),
+    ("reproduce.train", ["nmae=x"], "nmae is not a key of the train config. Did you mean name?"),
+    ("reproduce.train", ["trainer.max_epochs=1="], "'trainer.max_epochs=1=' is not a valid override"),
+    ("reproduce.train", ["paths.root=/proc/reproduce-nope"], "cannot create the run directory /proc/reproduce-nope/outputs/train/"),
+    ("reproduce.train", ["name=../../../escaped"], "name='../../../escaped' is not a plain run name"),
+    ("reproduce.table", ["table=tabel3"], "table: there is no config 'tabel3' (conf/table/tabel3.yaml). Did you mean table3"),
 ]
 
 
@@ -526,9 +582,33 @@ def test_entry_points_print_one_clear_error(module, overrides, fragment, tmp_pat
     assert "Traceback" not in proc.stderr
     first = next(line for line in proc.stderr.splitlines() if line.strip())
     assert fragment in first
-    if "Could not" not in fragment:  # ours (Hydra reports its own composition errors, also first)
-        assert first.startswith(f"{module}: error:") and proc.returncode == 2
+    assert first.startswith(f"{module}: error:") and proc.returncode == 2
     assert not (tmp_path / "outputs").exists() or not any((tmp_path / "outputs").rglob("*.ckpt"))
+
+
+def test_a_refused_run_name_writes_nothing_outside_outputs(tmp_path):
+    inner = tmp_path / "cwd"
+    inner.mkdir()
+    proc = _run("reproduce.train", ["name=../../../escaped", "logger=none"], inner, HYDRA_FULL_ERROR="")
+    assert proc.returncode == 2 and "Use e.g. name=escaped" in proc.stderr
+    assert not any(p.name == "escaped" for p in tmp_path.rglob("*")) and not (tmp_path.parent / "escaped").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the message is for a machine without a GPU")
+def test_gpu_accelerator_without_a_gpu_is_one_line(tmp_path):
+    proc = _run("reproduce.train", ["trainer.accelerator=gpu", "logger=none"], tmp_path, HYDRA_FULL_ERROR="")
+    first = proc.stderr.splitlines()[0]
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert first == ("reproduce.train: error: trainer.accelerator=gpu but this machine has no usable CUDA GPU "
+                     "(torch.cuda.is_available() is False): use trainer.accelerator=cpu or trainer.accelerator=auto.")
+
+
+def test_a_corrupt_checkpoint_message_never_advises_weights_only_false(saved, tmp_path):
+    folder, good, _ = saved
+    for kind in ("evil_pickle", "evil_torch", "random"):
+        with pytest.raises(ReproduceError) as err:
+            read_checkpoint(_bad_checkpoint(kind, tmp_path, good))
+        assert "weights_only" not in str(err.value) and "could run code" in str(err.value)
 
 
 def test_full_error_env_keeps_the_traceback(tmp_path):

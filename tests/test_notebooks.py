@@ -7,7 +7,8 @@ kernel is the venv's. Notebook 3 starts two extra Python processes (pytest on th
 ``python -m reproduce.table``): it is the slow tier.
 
 Stored notebooks carry no outputs (small diffs, no stale results): clear them with
-``jupyter nbconvert --clear-output --inplace notebooks/*.ipynb`` or :func:`strip_outputs`.
+``python tests/test_notebooks.py notebooks/*.ipynb`` (:func:`strip_outputs`, with nbformat from the
+dev extra; ``jupyter nbconvert`` is not installed by it).
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ def test_notebook_is_stored_without_outputs_and_with_a_parameters_cell(name):
     nbformat.validate(nb)
     code = [c for c in nb.cells if c.cell_type == "code"]
     dirty = [i for i, c in enumerate(code) if c.outputs or c.execution_count is not None]
-    assert not dirty, f"{name}: code cells {dirty} hold outputs; run strip_outputs or nbconvert --clear-output"
+    assert not dirty, f"{name}: code cells {dirty} hold outputs; run `python tests/test_notebooks.py notebooks/*.ipynb`"
     parameters = [c for c in code if "parameters" in c.metadata.get("tags", [])]
     assert len(parameters) == 1 and "REPRODUCE_NOTEBOOK_SMALL" in parameters[0].source
 
@@ -90,3 +91,24 @@ def test_strip_outputs_clears_an_executed_notebook(tmp_path):
     strip_outputs(path)
     cell = nbformat.read(path, as_version=4).cells[0]
     assert cell.outputs == [] and cell.execution_count is None
+
+
+def test_the_documented_strip_command_clears_outputs(tmp_path):
+    """``python tests/test_notebooks.py <notebooks>``, as notebooks/README.md tells."""
+    import subprocess
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1 + 1")])
+    nb.cells[0].outputs = [nbformat.v4.new_output("execute_result", {"text/plain": "2"}, execution_count=1)]
+    nb.cells[0].execution_count = 1
+    path = tmp_path / "nb.ipynb"
+    nbformat.write(nb, path)
+    readme = (NOTEBOOKS / "README.md").read_text()
+    assert "python tests/test_notebooks.py notebooks/*.ipynb" in readme and "nbconvert --clear-output" not in readme
+    subprocess.run([sys.executable, str(Path(__file__)), str(path)], check=True, capture_output=True, timeout=120)
+    assert nbformat.read(path, as_version=4).cells[0].outputs == []
+
+
+if __name__ == "__main__":  # python tests/test_notebooks.py notebooks/*.ipynb
+    for name in sys.argv[1:]:
+        strip_outputs(Path(name))
+        print(f"cleared {name}")

@@ -10,16 +10,13 @@ from __future__ import annotations
 import pytest
 
 from reproduce.runtime.config_hash import to_plain
-from reproduce.runtime.table_runner import cell_config, train_models
+from reproduce.runtime.paths import TableLayout
+from reproduce.runtime.table_runner import plan_table
 from reproduce.runtime.table_spec import CHECKPOINT_REF, TableSpec
 
 
 def _spec(compose, name: str) -> TableSpec:
     return TableSpec.from_config(to_plain(compose("table", [f"table={name}"]).table))
-
-
-def _fake_checkpoints(spec: TableSpec) -> dict:
-    return {(job.role, job.seed): f"/checkpoints/{job.role}-s{job.seed}.ckpt" for job in spec.model_jobs()}
 
 
 def _detector_role(spec: TableSpec, role: str) -> str:
@@ -29,9 +26,16 @@ def _detector_role(spec: TableSpec, role: str) -> str:
 
 
 @pytest.mark.parametrize("name", ["table3", "table3_imagenet9"])
-def test_table3_rows_are_scored_by_an_independent_scorer(compose, tmp_path, name):
+def test_table3_rows_are_scored_by_an_independent_scorer(compose, tmp_path, monkeypatch, name):
+    if name.endswith("imagenet9"):  # planning validates the dataset root: a fixture in the real layout
+        from fixtures_datasets import write_imagenet9
+
+        write_imagenet9(tmp_path / "in9")
+        monkeypatch.setenv("DATASET_ROOT", str(tmp_path / "in9"))
     spec = _spec(compose, name)
-    checkpoints = _fake_checkpoints(spec)
+    plan = plan_table(spec, TableLayout(str(tmp_path), spec.name))
+    checkpoints = plan.checkpoints
+    configs = {cell.row["label"]: cfg for cell, cfg in plan.cells}
     detector = checkpoints[(_detector_role(spec, "comet"), 0)]
     scorer = spec.models["scorer"]
     # Same architecture and recipe as the black box, another seed.
@@ -41,7 +45,7 @@ def test_table3_rows_are_scored_by_an_independent_scorer(compose, tmp_path, name
     contrast = [label for label in comet_rows if "own detector" in label]
     assert len(contrast) == 1
     for label in [*comet_rows, next(lb for lb in by_label if lb.startswith("Attention rollout"))]:
-        cfg = cell_config(spec, by_label[label], str(tmp_path), checkpoints, compose)
+        cfg = configs[label]
         if label in contrast:  # the labelled in-sample contrast: only the detector's deletion column
             assert cfg.scorer_checkpoint == detector and set(cfg.metrics) == {"deletion_detector"}
             continue
@@ -74,20 +78,12 @@ def test_table3_pxap_pointing_fidelity_and_moxi_orders(compose):
     assert CHECKPOINT_REF.fullmatch(smdl["attributor_options"]["confidence_model"]).group(1) == "edl"
 
 
-def test_seed_offset_trains_a_role_with_another_seed(compose, tmp_path, monkeypatch):
-    import reproduce.runtime.training as training
-
-    seen = {}
-
-    def fake_fit(cfg):
-        seen[str(cfg.name)] = int(cfg.seed)
-        return type("Fit", (), {"best_checkpoint": f"/checkpoints/{cfg.name}.ckpt"})()
-
-    monkeypatch.setattr(training, "fit", fake_fit)
+def test_seed_offset_trains_a_role_with_another_seed(compose, tmp_path):
     spec = _spec(compose, "superpixel")
-    checkpoints = train_models(spec, str(tmp_path), compose)
+    plan = plan_table(spec, TableLayout(str(tmp_path), spec.name))
+    seen = {str(cfg.name): int(cfg.seed) for _, cfg in plan.trainings}
     assert seen == {"superpixel-half_a-s0": 0, "superpixel-half_b-s0": 1}
-    assert checkpoints[("half_b", 0)] == "/checkpoints/superpixel-half_b-s0.ckpt"  # found under the table seed
+    assert plan.checkpoints[("half_b", 0)].endswith("superpixel-half_b-s0/checkpoints/best.ckpt")  # under the table seed
     bad = {**spec.raw, "models": {**spec.models, "half_b": {**spec.models["half_b"], "seed_offset": -1}}}
     with pytest.raises(Exception, match="seed_offset"):
         TableSpec.from_config(bad)
@@ -97,7 +93,7 @@ def test_seed_offset_trains_a_role_with_another_seed(compose, tmp_path, monkeypa
 def test_stability_halves_differ_in_seed(compose, name):
     spec = _spec(compose, name)
     jobs = {job.role: job for job in spec.model_jobs()}
-    assert jobs["half_a"].training_seed != jobs["half_b"].training_seed
+    assert jobs["half_a"].train_seed != jobs["half_b"].train_seed
 
 
 def _gradcam_rows(spec):

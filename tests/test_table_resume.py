@@ -112,8 +112,8 @@ def test_kill_9_during_a_table_run_then_rerun_skips_finished_cells_and_equals_a_
     stamp = os.stat(_cell(tmp_path, CELLS[0])).st_mtime_ns
 
     rerun = _run(conf_dir, tmp_path)
-    assert f"cell {CELLS[0]}: finished earlier, skipped" in rerun.stdout
-    assert f"cell {CELLS[-1]} (" in rerun.stdout  # the unfinished cells were evaluated
+    assert f"cell 1/3 {CELLS[0]} (gradcam on net): finished earlier, skipped (same config identity" in rerun.stdout
+    assert f"cell 3/3 {CELLS[-1]} (input_x_gradient on net): done in" in rerun.stdout  # the unfinished cells were evaluated
     assert os.stat(_cell(tmp_path, CELLS[0])).st_mtime_ns == stamp
     assert json.load(open(_cell(tmp_path, CELLS[0]))) == first
     assert _csv_without_timing(tmp_path) == _csv_without_timing(clean)

@@ -116,9 +116,27 @@ def test_smoke_run_of_every_embedded_table(compose, tmp_path, name):
     from reproduce.runtime.table_publish import publish
     from reproduce.runtime.table_runner import run_table
 
-    raw = _spec(compose, name)
-    run = run_table(raw, str(tmp_path), logger="none", progress_bar=False, smoke=True)
-    spec = TableSpec.from_config(raw)
-    out = publish(spec, str(tmp_path), wandb_mode="disabled")
+    spec = TableSpec.from_config(_spec(compose, name))
+    run = run_table(spec, str(tmp_path), logger="none", progress_bar=False, smoke=True)
+    out = publish(spec, str(tmp_path), wandb_mode="disabled", smoke=True)
     assert len(run.results) == len(spec.cells())
-    assert not out.missing and os.path.exists(os.path.join(tmp_path, "results", f"{name}.png"))
+    assert not out.missing and os.path.exists(os.path.join(tmp_path, "results", "smoke", f"{name}.png"))
+    assert not os.path.exists(os.path.join(tmp_path, "results", f"{name}.md"))  # smoke runs stay apart
+    # Smoke mode picks images that pass each row's filter: no cell is empty (the sampler errs on 0).
+    assert all(r["evaluated_images"] > 0 for r in run.results.values())
+
+
+def test_a_cell_with_fewer_images_than_asked_says_so(tmp_path):
+    spec = _toy_spec()
+    root = str(tmp_path)
+    for key, n in (("a-s0", 64), ("a-s1", 64), ("b-s0", 12), ("b-s1", 64), ("c-s0", 64), ("c-s1", 64)):
+        atomic_write_json(cell_result_path(root, spec, key), {
+            "scalars": {"pxap/pxap": 50.0, "deletion/auc": 0.2}, "directions": {}, "curves": {},
+            "evaluated_images": n, "requested_images": 64})
+    out = assemble(root, spec)
+    assert "| B [1] | m |" in out.markdown and "| A | m |" in out.markdown
+    assert "[1] B: n=12 of 64 images (fewer passed the samples filter)." in out.markdown
+    rows = list(csv.DictReader(open(out.csv_path)))
+    assert (rows[1]["images"], rows[1]["images requested"]) == ("12 64", "64 64")
+    assert json.load(open(os.path.join(root, "results", "toy.json")))["rows"][1]["images"] == [12, 64]
+

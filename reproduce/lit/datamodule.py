@@ -154,6 +154,7 @@ class ImageDataModule(L.LightningDataModule):
                 raise ConfigError(f"data.limits.{stage} must be a positive integer, got {n!r}.")
         self.data_config: DataConfig | None = None
         self.datasets: dict[str, Dataset] = {}
+        self.test_indices: list[int] | None = None  # see restrict_test
 
     def set_data_config(self, data_config: DataConfig) -> None:
         self.data_config = data_config
@@ -166,6 +167,12 @@ class ImageDataModule(L.LightningDataModule):
                 "drop background-shift robustness or use a dataset that has one (synthetic, imagenet9)."
             )
         self.test_pairs["images_bg_shift"] = self.bg_shift
+        self.datasets.pop("test", None)
+
+    def restrict_test(self, indices: list[int] | None) -> None:
+        """Evaluate only these test items (positions in the test split, e.g. chosen by the runner's
+        sampler); ``None``: every item."""
+        self.test_indices = None if indices is None else list(indices)
         self.datasets.pop("test", None)
 
     def dataset(self, stage: str) -> Dataset:
@@ -194,6 +201,8 @@ class ImageDataModule(L.LightningDataModule):
                 ds = ItemSubset(ds, fold_indices(len(ds), fold["index"], fold["count"], fold.get("seed", 10007)))
             if self.limits.get(stage) and self.limits[stage] < len(ds):
                 ds = ItemSubset(ds, range(self.limits[stage]))
+            if stage == "test" and self.test_indices is not None:
+                ds = ItemSubset(ds, self.test_indices)
             self.datasets[stage] = ds
         return self.datasets[stage]
 

@@ -14,7 +14,12 @@ files, so the result equals a single-process run up to float summation order.
 Two models may be involved: the *explained* model (what the attributor explains, and whose
 accuracy is reported: the black box for post-hoc methods, COMET's masked predictor for COMET) and
 the *scorer* (the black box that perturbation metrics such as insertion or fidelity query), which
-defaults to the explained model.
+defaults to the explained model. A metric may name its own scorer among the reference models
+(``scorer: "@name"``), so that some columns are scored by a second, independent model.
+
+Maps are computed once per (model, images) within a test step: the batch's maps, and those that
+stability metrics and the stability figure ask for again (the same images explained by a reference
+model), are kept in a small per-batch cache (:class:`MapCache`).
 """
 
 from __future__ import annotations
@@ -35,9 +40,37 @@ from reproduce.metrics import AttributionBatch, create_metric
 from reproduce.metrics.cost import cost_extras
 from reproduce.models import ModelAdapter
 from reproduce.atomic import atomic_write_json
+from reproduce.viz.overlays import overlay_grid, stability_grid
 
 SAMPLE_CHOICES = ("all", "correct", "misclassified")
 TARGET_CHOICES = ("label", "prediction")
+
+
+class MapCache:
+    """Maps computed in the current test step, per model: a request for the same images (or their
+    leading rows: a map never depends on its batch-mates) with the same targets is answered from here
+    instead of explaining again. Holds at most ``size`` entries; cleared at every batch."""
+
+    def __init__(self, size: int = 8):
+        self.size = size
+        self.entries: list[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self.hits = 0
+
+    def clear(self) -> None:
+        self.entries.clear()
+
+    def get(self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor | None:
+        n = images.shape[0]
+        for key, seen, seen_targets, maps in self.entries:
+            if (key == id(model) and seen.shape[0] >= n and seen.shape[1:] == images.shape[1:]
+                    and torch.equal(seen[:n], images) and torch.equal(seen_targets[:n], targets)):
+                self.hits += 1
+                return maps[:n]
+        return None
+
+    def put(self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor, maps: torch.Tensor) -> None:
+        self.entries.append((id(model), images, targets, maps.detach()))
+        del self.entries[:-self.size]
 
 
 class AttributionEvaluation(L.LightningModule):
@@ -91,7 +124,16 @@ class AttributionEvaluation(L.LightningModule):
         self.accuracy = MulticlassAccuracy(num_classes, average="micro") if num_classes else None
         self.register_buffer("evaluated", torch.zeros((), dtype=torch.long), persistent=False)
         self._overlays: list[dict[str, Any]] = []
+        self.maps_cache = MapCache()
+        self.selection: dict[str, Any] = {}
+        self.selection_accuracy: float | None = None
         self.result: dict[str, Any] | None = None
+
+    def set_selection(self, record: dict[str, Any], accuracy: float | None = None) -> None:
+        """How the runner chose the test images (recorded in the result); ``accuracy``: top-1 (%) of a
+        prediction pass over the images it visited, reported as the accuracy when the chosen images
+        were filtered by correctness (they then all pass the filter)."""
+        self.selection, self.selection_accuracy = dict(record), accuracy
 
     @property
     def requirements(self) -> set[str]:
@@ -116,19 +158,32 @@ class AttributionEvaluation(L.LightningModule):
         return value
 
     def _build_metric(self, label: str, spec: dict[str, Any]):
+        """The metric of ``spec``; ``scorer: "@name"`` scores it with that reference model instead of
+        the evaluation's scorer."""
+        if "scorer" in spec and not (isinstance(spec["scorer"], str) and spec["scorer"].startswith("@")):
+            raise ConfigError(f"metrics.{label}.scorer must name a reference model as \"@<name>\", got {spec['scorer']!r}.")
         spec = {k: self._reference(label, v) for k, v in spec.items()}
         name = spec.pop("name", label)
-        return create_metric(name, self.scorer_model, **spec)
+        scorer = spec.pop("scorer", self.scorer_model)
+        return create_metric(name, scorer, **spec)
 
     # --- explaining --------------------------------------------------------------------------
     def explain(self, images: torch.Tensor, targets: torch.Tensor, model: nn.Module | None = None) -> torch.Tensor:
-        """The evaluated method's maps, optionally for another model (stability metrics)."""
-        if model is None or model is self.explained:
-            return self.attributor.attribute(images, targets)
-        key = id(model)
-        if key not in self._reference_attributors:
-            self._reference_attributors[key] = create(self.attributor_name, model, **self.attributor_options)
-        return self._reference_attributors[key].attribute(images, targets)
+        """The evaluated method's maps, optionally for another model (stability metrics); maps this
+        step already computed for the same model and images come from :attr:`maps_cache`."""
+        model = self.explained if model is None else model
+        cached = self.maps_cache.get(model, images, targets)
+        if cached is not None:
+            return cached
+        if model is self.explained:
+            attributor = self.attributor
+        else:
+            if id(model) not in self._reference_attributors:
+                self._reference_attributors[id(model)] = create(self.attributor_name, model, **self.attributor_options)
+            attributor = self._reference_attributors[id(model)]
+        maps = attributor.attribute(images, targets)
+        self.maps_cache.put(model, images, targets, maps)
+        return maps
 
     def _select(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Rows to evaluate and the classes to explain."""
@@ -175,7 +230,9 @@ class AttributionEvaluation(L.LightningModule):
             indices = batch["index"][rows]
         else:  # datasets without an index column: position in this process's stream
             indices = int(self.evaluated) + torch.arange(len(rows), device=images.device)
+        self.maps_cache.clear()
         maps = self._attribute_naming_culprits(images, targets, indices, batch_idx)
+        self.maps_cache.put(self.explained, images, targets, maps)
         extra = {k: v[rows] for k, v in batch.items() if k.startswith("images_")}
         extra.update(cost_extras(self.attributor.last_cost, device=images.device))
         extra.update(getattr(self.attributor, "last_extras", lambda: {})())
@@ -242,7 +299,8 @@ class AttributionEvaluation(L.LightningModule):
         curves: dict[str, list[float]] = {}
         directions: dict[str, str] = {}
         if self.accuracy is not None:
-            scalars["accuracy"] = float(self.accuracy.compute()) * 100
+            filtered = self.samples != "all" and self.selection_accuracy is not None
+            scalars["accuracy"] = self.selection_accuracy if filtered else float(self.accuracy.compute()) * 100
             directions["accuracy"] = "higher"
         for label, metric in self.metrics.items():
             if evaluated == 0:
@@ -259,9 +317,12 @@ class AttributionEvaluation(L.LightningModule):
         self.result = {
             "cell": self.cell,
             "attributor": {"name": self.attributor_name, "options": self.attributor_options},
-            "metrics": {label: m.config() for label, m in self.metrics.items()},
+            "metrics": {label: {**m.config(), **{k: v for k, v in self.metric_specs[label].items() if k == "scorer"}}
+                        for label, m in self.metrics.items()},
             "target": self.target,
             "samples": self.samples,
+            "selection": self.selection,
+            "requested_images": self.selection.get("eval_images"),
             "evaluated_images": evaluated,
             "scalars": scalars,
             "directions": directions,
@@ -277,8 +338,6 @@ class AttributionEvaluation(L.LightningModule):
 
     def _log_result(self, scalars: dict[str, float], curves: dict[str, list[float]],
                     overlays: list[dict[str, Any]]) -> None:
-        from reproduce.viz.overlays import overlay_grid, stability_grid
-
         figure_path = stability_path = None
         if overlays and self.result_path:
             figure_path = os.path.join(os.path.dirname(self.result_path), "overlays.png")

@@ -26,11 +26,19 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - malformed bytes surface as any of Index/Key/EOF/Unpickling/... errors
-        first = (str(err).splitlines() or [""])[0][:200]
+        # torch's own message for a file with non-tensor objects advises loading it with
+        # weights_only=False, i.e. running whatever the file holds: never repeat that advice.
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        if any("weights_only" in line for line in lines):
+            detail = [line for line in lines if not any(w in line for w in ("weights_only", "Weights only", "torch.load"))]
+            why = ("the safe loader refused it, since unpickling anything but tensors could run code: "
+                   f"{(detail or ['not a weights file'])[0].replace('WeightsUnpickler error:', '').strip()[:200]}")
+        else:
+            why = f"{type(err).__name__}: {(lines or [''])[0][:200]}"
         raise ConfigError(
-            f"Checkpoint {path!r} cannot be read ({type(err).__name__}: {first}). "
+            f"Checkpoint {path!r} cannot be read ({why}). "
             f"It is truncated, corrupt or not a PyTorch weights file: {_TRAIN_HINT}."
-        ) from err
+        ) from None
     if not isinstance(obj, dict):
         raise ConfigError(f"Checkpoint {path!r} holds a {type(obj).__name__}, not a state dict: {_TRAIN_HINT}.")
     return obj

@@ -10,16 +10,13 @@ import hashlib
 import json
 from typing import Any, Iterable
 
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
 
 def to_plain(cfg: Any) -> Any:
     """A resolved OmegaConf node (or plain data) as JSON-compatible Python objects."""
-    try:
-        from omegaconf import DictConfig, ListConfig, OmegaConf
-
-        if isinstance(cfg, (DictConfig, ListConfig)):
-            return OmegaConf.to_container(cfg, resolve=True)
-    except ImportError:  # pragma: no cover - omegaconf is a dependency of the runners only
-        pass
+    if isinstance(cfg, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(cfg, resolve=True)
     return cfg
 
 

@@ -1,10 +1,15 @@
 """Evaluate one attributor on one model and dataset: the computation behind every table cell.
 
-``evaluate_cell(cfg)`` composes the explained model (a checkpoint from ``python -m reproduce.train``
-or a ``model`` config such as the pretrained EfficientNet-Lite0), the data module, the
-``AttributionEvaluation`` module and a Lightning trainer, runs the test loop, and returns the result
-that was written atomically to ``<output_dir>/result.json``. A finished cell with the same identity
-is not recomputed.
+:func:`run_cell` loads the explained model (a checkpoint from ``python -m reproduce.train`` or a
+``model`` config such as the pretrained EfficientNet-Lite0), the scorer and reference models, builds
+the ``AttributionEvaluation`` module and the data module, picks the test images
+(:mod:`reproduce.runtime.sampling`), runs Lightning's test loop and returns the result that was
+written atomically to ``<output_dir>/result.json``.
+
+A result's identity is the config's identity (without paths, loggers and devices) plus the identity
+of every model file it used (its sha256 and its training run's identity, see
+:mod:`reproduce.runtime.model_identity`): a finished result with the same identity is reused, and
+retraining any of its models, in place or elsewhere, makes it stale. ``recompute=true`` forces it.
 
 Interruption: an evaluation keeps no partial state on disk. ``result.json`` is written once, at the
 end, by an atomic rename, so a run killed at any point leaves either no result file or a complete
@@ -14,33 +19,125 @@ same numbers (apart from the measured wall time, ``cost/seconds_per_image``).
 
 from __future__ import annotations
 
-import json
 import os
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
+import lightning as L
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
 
+from reproduce.attributors import get_class
 from reproduce.errors import ConfigError, DataError
+from reproduce.lit.evaluation import AttributionEvaluation
+from reproduce.models import ModelAdapter, create_model
+from reproduce.models.loading import load_any
 from reproduce.runtime.config_hash import config_hash, drop_keys
-from reproduce.runtime.training import build_logger, job_config
-
-VOLATILE_KEYS = (
-    "paths", "logger", "hydra", "name", "tags", "task", "num_overlays",
-    "trainer.devices", "trainer.accelerator", "trainer.strategy", "trainer.num_nodes",
-    "trainer.enable_progress_bar", "trainer.max_epochs", "trainer.log_every_n_steps",
-    "trainer.enable_model_summary", "trainer.num_sanity_val_steps", "data.num_workers", "data.eval_batch_size", "data.options.root",
-)
+from reproduce.runtime.console import quiet_lightning
+from reproduce.runtime.model_identity import model_identity, models_in, short, without_model_paths
+from reproduce.runtime.run_dir import EVAL_VOLATILE_KEYS, build_logger, instantiate_node, job_config, read_run_file
+from reproduce.runtime.sampling import Selection, select_test_images
 
 
-def cell_identity(cfg: DictConfig) -> str:
-    return config_hash(drop_keys(job_config(cfg), VOLATILE_KEYS))
+@dataclass
+class ResultIdentity:
+    identity: str                 # what a result file is keyed by: config and models together
+    config: str                   # the config part alone
+    models: dict[str, dict[str, Any]] = field(default_factory=dict)  # config key -> {path, sha256, ...}
+
+    def describe(self) -> str:
+        models = ", ".join(f"{key} {short(m)}" for key, m in self.models.items())
+        return f"config identity {self.config}" + (f" and models {models}" if models else "")
 
 
-def load_explained_model(cfg: DictConfig):
-    """The model the attributor explains: from ``checkpoint`` when set, else ``create_model(**model)``."""
-    from reproduce.models import create_model
-    from reproduce.models.loading import load_any
+@dataclass
+class CellRun:
+    result: dict[str, Any]
+    reused: bool
+    identity: ResultIdentity
+    seconds: float
+    stale_reason: str | None = None  # why a result on disk was not reused ("a model changed (...)")
 
+    def describe(self, path: str) -> str:
+        if self.reused:
+            return f"{path} is up to date (same {self.identity.describe()}): reused, not recomputed (recompute=true forces it)"
+        return f"recomputed {path}: {self.stale_reason}" if self.stale_reason else f"wrote {path}"
+
+
+@dataclass
+class Models:
+    explained: nn.Module
+    scorer: nn.Module | None
+    references: dict[str, nn.Module]
+
+
+def result_identity(cfg: DictConfig) -> ResultIdentity:
+    tree = drop_keys(job_config(cfg), EVAL_VOLATILE_KEYS)
+    models = {key: {"path": path, **model_identity(path)} for key, path in models_in(tree).items()}
+    config = config_hash(without_model_paths(tree))
+    keyed = {key: {k: v for k, v in m.items() if k != "path"} for key, m in models.items()}
+    return ResultIdentity(config_hash({"config": config, "models": keyed}), config, models)
+
+
+def result_path_of(cfg: DictConfig) -> str:
+    return os.path.join(str(cfg.paths.output_dir), "result.json")
+
+
+def previous_result(cfg: DictConfig) -> dict[str, Any]:
+    """The result file on disk (``{}`` when absent or unreadable: it is then recomputed)."""
+    try:
+        return read_run_file(result_path_of(cfg))
+    except ConfigError:
+        return {}
+
+
+def _why_stale(previous: dict[str, Any], ident: ResultIdentity) -> str:
+    cell = previous.get("cell", {})
+    if cell.get("config_identity") not in (None, ident.config):
+        return f"the config changed (identity {cell['config_identity']} -> {ident.config})"
+    before = cell.get("models", {})
+    changed = [f"{key} {short(before.get(key, {})) or 'none'} -> {short(m)}" for key, m in ident.models.items()
+               if before.get(key, {}).get("sha256") != m.get("sha256")]
+    return f"a model changed ({', '.join(changed)})" if changed else "its identity changed (a file of an older version)"
+
+
+def run_cell(cfg: DictConfig, callbacks: list | None = None) -> CellRun:
+    """Evaluate the cell of ``cfg`` or reuse its finished result; ``callbacks``: extra Lightning
+    callbacks for the test loop (e.g. the memory benchmark's RSS probe)."""
+    start = time.time()
+    ident = result_identity(cfg)
+    previous = previous_result(cfg)
+    same = previous.get("cell", {}).get("identity") == ident.identity
+    if same and not cfg.get("recompute", False):
+        return CellRun(previous, True, ident, 0.0)
+    reason = ("recompute=true" if same else _why_stale(previous, ident)) if previous else None
+    L.seed_everything(int(cfg.get("seed", 0)), workers=True, verbose=False)
+    models = load_models(cfg)
+    module = build_module(cfg, models, ident)
+    datamodule = build_data(cfg, models.explained, module)
+    selection = select_images(cfg, models.explained, datamodule)
+    module.set_selection(selection.record(), selection.accuracy)
+    result = run_test(cfg, module, datamodule, ident, callbacks)
+    return CellRun(result, False, ident, time.time() - start, reason)
+
+
+def evaluate_cell(cfg: DictConfig, callbacks: list | None = None) -> dict[str, Any]:
+    """The result of the cell of ``cfg`` (computed, or read back when up to date), saying which."""
+    run = run_cell(cfg, callbacks)
+    print(f"[reproduce.evaluate] {run.describe(result_path_of(cfg))}", flush=True)
+    return run.result
+
+
+def _load(path: str, what: str) -> nn.Module:
+    if not os.path.isfile(path):
+        raise DataError(f"{what} checkpoint {path!r} does not exist; train it first or fix the path.")
+    return load_any(path).eval()
+
+
+def load_models(cfg: DictConfig) -> Models:
+    """The explained model (``checkpoint``, or ``create_model(**model)`` when it is null), the scorer
+    and the reference models; each checkpoint file is read once."""
     checkpoint = cfg.get("checkpoint")
     if checkpoint:
         if not os.path.isfile(str(checkpoint)):
@@ -48,9 +145,46 @@ def load_explained_model(cfg: DictConfig):
                 f"Checkpoint {checkpoint!r} does not exist. Train the model first, e.g. "
                 f"`python -m reproduce.train experiment={cfg.get('train_run', '<experiment>')}`, or set checkpoint=<path>."
             )
-        return load_any(str(checkpoint)).eval()
-    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
-    return create_model(**model_cfg).eval()
+        explained = load_any(str(checkpoint)).eval()
+    else:
+        explained = create_model(**OmegaConf.to_container(cfg.model, resolve=True)).eval()
+    scorer = _load(str(cfg.scorer_checkpoint), "Scorer") if cfg.get("scorer_checkpoint") else None
+    references = {name: _load(str(path), f"Reference {name!r}")
+                  for name, path in (cfg.get("reference_checkpoints") or {}).items()}
+    return Models(explained, scorer, references)
+
+
+def _plain(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if node is not None else None
+
+
+def build_module(cfg: DictConfig, models: Models, ident: ResultIdentity) -> AttributionEvaluation:
+    metrics = _plain(cfg.metrics) or {}
+    if not metrics:
+        raise ConfigError("No metrics selected: pass e.g. metrics=[pxap,insertion].")
+    cell = {
+        "identity": ident.identity,
+        "config_identity": ident.config,
+        "models": ident.models,
+        "name": str(cfg.name),
+        "dataset": str(cfg.data.name),
+        "model": str(cfg.get("checkpoint") or cfg.model.name),
+        "seed": int(cfg.get("seed", 0)),
+        **(_plain(cfg.cell) if cfg.get("cell") else {}),
+    }
+    return AttributionEvaluation(
+        model=models.explained,
+        attributor=str(cfg.attributor.name),
+        attributor_options=_plain(cfg.attributor.get("options")) or {},
+        metrics=metrics,
+        scorer=models.scorer,
+        reference_models=models.references,
+        target=str(cfg.target),
+        samples=str(cfg.samples),
+        result_path=result_path_of(cfg),
+        cell=cell,
+        num_overlays=int(cfg.get("num_overlays", 8)),
+    )
 
 
 def _available(datamodule, attributor_has_steps: bool) -> set[str]:
@@ -67,103 +201,50 @@ def _available(datamodule, attributor_has_steps: bool) -> set[str]:
     return available
 
 
-def result_path_of(cfg: DictConfig) -> str:
-    return os.path.join(str(cfg.paths.output_dir), "result.json")
-
-
-def finished_result(cfg: DictConfig) -> dict[str, Any] | None:
-    """The result already on disk for this cell (same identity), or None when it must be computed."""
-    path = result_path_of(cfg)
-    if not os.path.exists(path):
-        return None
-    try:
-        with open(path) as f:
-            previous = json.load(f)
-    except json.JSONDecodeError:
-        return None  # a corrupt file is recomputed (results are written atomically, so this is rare)
-    return previous if previous.get("cell", {}).get("identity") == cell_identity(cfg) else None
-
-
-def evaluate_cell(cfg: DictConfig, callbacks: list | None = None) -> dict[str, Any]:
-    """Evaluate the cell of ``cfg`` (or read its finished result); ``callbacks``: extra Lightning
-    callbacks for the test loop (e.g. the memory benchmark's RSS probe)."""
-    import lightning as L
-
-    from reproduce.attributors import get_class
-    from reproduce.lit.evaluation import AttributionEvaluation
-    from reproduce.models import ModelAdapter
-    from reproduce.runtime.training import instantiate_node
-
-    out_dir = str(cfg.paths.output_dir)
-    result_path = result_path_of(cfg)
-    ident = cell_identity(cfg)
-    previous = finished_result(cfg)
-    if previous is not None:
-        print(f"[reproduce.evaluate] {result_path} is up to date (identity {ident}): not recomputed", flush=True)
-        return previous
-
-    L.seed_everything(int(cfg.get("seed", 0)), workers=True)
-    metrics = OmegaConf.to_container(cfg.metrics, resolve=True) or {}
-    if not metrics:
-        raise ConfigError("No metrics selected: pass e.g. metrics=[pxap,insertion].")
-    attributor_cls = get_class(cfg.attributor.name)
-
-    model = load_explained_model(cfg)
-    scorer = _load(str(cfg.scorer_checkpoint), "Scorer") if cfg.get("scorer_checkpoint") else None
-    references = {name: _load(path, f"Reference {name!r}") for name, path in (cfg.get("reference_checkpoints") or {}).items()}
-    cell = {
-        "identity": ident,
-        "name": str(cfg.name),
-        "dataset": str(cfg.data.name),
-        "model": str(cfg.get("checkpoint") or cfg.model.name),
-        "seed": int(cfg.get("seed", 0)),
-        **(OmegaConf.to_container(cfg.cell, resolve=True) if cfg.get("cell") else {}),
-    }
-    module = AttributionEvaluation(
-        model=model,
-        attributor=str(cfg.attributor.name),
-        attributor_options=OmegaConf.to_container(cfg.attributor.options, resolve=True) if cfg.attributor.get("options") else {},
-        metrics=metrics,
-        scorer=scorer,
-        reference_models=references,
-        target=str(cfg.target),
-        samples=str(cfg.samples),
-        result_path=result_path,
-        cell=cell,
-        num_overlays=int(cfg.get("num_overlays", 8)),
-    )
-
+def build_data(cfg: DictConfig, explained: nn.Module, module: AttributionEvaluation):
+    """The data module, normalised for the explained model, checked against what the metrics need."""
     datamodule = instantiate_node(cfg.data)
-    datamodule.set_data_config(ModelAdapter(model).data_config)
+    datamodule.set_data_config(ModelAdapter(explained).data_config)
     if "extra:images_bg_shift" in module.requirements:
         datamodule.enable_bg_shift()
     datamodule.setup("test")
-    module.check_available(_available(datamodule, getattr(attributor_cls, "provides_steps", False)),
-                           source=f"the {cfg.data.name!r} test split")
+    steps = getattr(get_class(str(cfg.attributor.name)), "provides_steps", False)
+    module.check_available(_available(datamodule, steps), source=f"the {cfg.data.name!r} test split")
+    return datamodule
+
+
+def select_images(cfg: DictConfig, explained: nn.Module, datamodule) -> Selection:
+    """Pick the test images (``eval_images``, ``samples``, ``per_class``, ``sampling_seed``) and restrict
+    the data module to them."""
+    selection = select_test_images(
+        explained, datamodule.dataset("test"), samples=str(cfg.samples), eval_images=cfg.get("eval_images"),
+        per_class=cfg.get("per_class"), seed=int(cfg.get("sampling_seed", 0)),
+        batch_size=int(datamodule.eval_batch_size), num_workers=int(datamodule.num_workers),
+    )
+    if selection.indices is not None:
+        datamodule.restrict_test(selection.indices)
+    return selection
+
+
+def run_test(cfg: DictConfig, module: AttributionEvaluation, datamodule, ident: ResultIdentity,
+             callbacks: list | None) -> dict[str, Any]:
+    """Lightning's test loop over the selected images; writes config.yaml, result.json and figures."""
+    out_dir = str(cfg.paths.output_dir)
     os.makedirs(out_dir, exist_ok=True)
     OmegaConf.save(OmegaConf.create(job_config(cfg)), os.path.join(out_dir, "config.yaml"))
-    logger = build_logger(cfg, out_dir, run_id=f"eval-{ident}")
+    logger = build_logger(cfg, out_dir, run_id=f"eval-{ident.identity}")
     settings = {**OmegaConf.to_container(cfg.trainer, resolve=True), "enable_model_summary": False}
     settings.pop("max_epochs", None)  # a test loop has no epochs (the trainer group is shared with training)
-    trainer = L.Trainer(**settings, logger=logger, enable_checkpointing=False, callbacks=list(callbacks or []))
-    trainer.test(module, datamodule=datamodule, verbose=False)
+    with quiet_lightning(bool(cfg.get("verbose", False))):
+        trainer = L.Trainer(**settings, logger=logger, enable_checkpointing=False, callbacks=list(callbacks or []))
+        trainer.test(module, datamodule=datamodule, verbose=False)
     # Only finish a W&B run this process started: under ddp_spawn it lives in the rank-0 child, and
     # touching ``logger.experiment`` here would open a second, empty run.
     if logger and getattr(logger, "_experiment", None) is not None and hasattr(logger.experiment, "finish"):
         logger.experiment.finish()
     result = module.result
     if result is None and trainer.is_global_zero:
-        # ddp_spawn: the ranks ran in child processes; rank 0 wrote the result file.
-        result = finished_result(cfg)
+        result = previous_result(cfg) or None  # ddp_spawn: the ranks ran in child processes; rank 0 wrote it
     if result is None:
         raise ConfigError("The evaluation produced no result (was the test set empty?).")
     return result
-
-
-def _load(path: str, what: str):
-    from reproduce.models.loading import load_any
-
-    if not os.path.isfile(path):
-        raise DataError(f"{what} checkpoint {path!r} does not exist; train it first or fix the path.")
-    return load_any(path).eval()
-

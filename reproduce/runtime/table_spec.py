@@ -7,16 +7,19 @@ Spec fields:
 - ``data``: the data config group; ``overrides``: overrides applied to every train and evaluate run,
   ``train_overrides``: to every training run only;
 - ``seeds``: one model set and one evaluation per seed (mean and spread are reported);
-- ``eval_images``: test images per cell (first N of the test split), rows may lower it;
-- ``models``: role -> ``{train: [overrides of conf/train.yaml], description, seed_offset}``; an
-  override may refer to another role's best checkpoint as ``{checkpoint:<role>}`` (trained first);
-  ``seed_offset: k`` trains the role with ``seed + k`` (e.g. the second of two re-trainings, or an
-  independent scorer of the black box's architecture), so roles that must differ in initialisation
-  and batch order do; the role's checkpoint is still found under the table seed;
+- ``eval_images``: test images per cell, rows may change it; ``samples`` (all/correct/misclassified),
+  ``per_class`` (at most k images per class) and ``sampling_seed`` choose them (rows may change
+  them too): ``eval_images`` images that pass the ``samples`` filter, see
+  :mod:`reproduce.runtime.sampling` (``samples: all`` without ``per_class``: the first N);
+- ``models``: role -> ``{train: [overrides of conf/train.yaml], description, seed_offset}``; an override
+  may refer to another role's best checkpoint as ``{checkpoint:<role>}`` (trained first);
+  ``seed_offset: k`` trains that role with seed ``seed + k`` (e.g. two re-trainings that must differ);
   ``{pretrained: <model config>}`` instead of ``train`` uses a model config without training;
-- ``metrics``: label -> metric spec shared by every row (``conf/metrics`` format);
-- ``rows``: ``{label, model, attributor (a conf/attributor config name), attributor_options, scorer, eval_images, samples, target,
-  metric_options: {metric label: {option: value}}, skip_metrics: [labels]}``;
+- ``metrics``: label -> metric spec shared by every row (``conf/metrics`` format); ``scorer: "@<reference>"``
+  scores that column with a model of ``references`` instead of the row's scorer;
+- ``rows``: ``{label, model, attributor (a conf/attributor config name), attributor_options, scorer,
+  eval_images, samples, per_class, sampling_seed, target, metric_options: {metric label: {option: value}},
+  skip_metrics: [labels]}``;
 - ``columns``: ``{label, key, direction?, scale?, format?}``; ``key`` is a result scalar
   (``accuracy`` or ``<metric label>/<scalar>``);
 - ``references``: name -> model role, extra models handed to every cell (stability metrics refer to
@@ -28,28 +31,31 @@ Row ``attributor_options`` may also hold ``{checkpoint:<role>}`` (e.g. SMDL's ev
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from reproduce.checks import check_int
 from reproduce.errors import ConfigError
+from reproduce.metrics.registry import METRICS
+from reproduce.runtime.paths import check_run_name, group_options
 
 CHECKPOINT_REF = re.compile(r"\{checkpoint:([A-Za-z0-9_\-]+)\}")
+MODEL_KEYS = ("train", "pretrained", "description", "seed_offset")
+# Keys a row may set for its cells, beside the spec-wide defaults of the same name.
+ROW_SAMPLING_KEYS = ("eval_images", "samples", "per_class", "sampling_seed", "target")
 
 
 @dataclass(frozen=True)
 class ModelJob:
     role: str
-    seed: int
+    seed: int              # the table's seed (the run's name and the key of its checkpoint)
     overrides: tuple[str, ...]
-    depends_on: tuple[str, ...]
     pretrained: dict[str, Any] | None = None
-    seed_offset: int = 0
+    seed_offset: int = 0   # the model is trained with seed + seed_offset
 
     @property
-    def training_seed(self) -> int:
-        """The seed the role is trained with (the table seed plus the role's ``seed_offset``)."""
+    def train_seed(self) -> int:
         return self.seed + self.seed_offset
 
 
@@ -71,78 +77,83 @@ def slugify(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", label).strip("_").lower()
 
 
-def attributor_configs() -> list[str]:
-    """Names of the attributor configs (``conf/attributor/<name>.yaml``) a row may use, plus those in
-    the folders of ``hydra.searchpath`` when called inside a Hydra app (out-of-tree methods)."""
-    from hydra.core.global_hydra import GlobalHydra
-
-    from reproduce.runtime.paths import CONF_DIR
-
-    folder = os.path.join(CONF_DIR, "attributor")
-    names = {f[:-5] for f in os.listdir(folder) if f.endswith(".yaml")}
-    if GlobalHydra.instance().is_initialized():
-        loader = GlobalHydra.instance().config_loader()
-        names.update(loader.get_group_options("attributor", overrides=searchpath_overrides()))
-    return sorted(names)
-
-
-def searchpath_overrides() -> list[str]:
-    """``hydra.searchpath=[...]`` of the running Hydra app (empty outside one or without it).
-
-    The global config loader's repository predates the app's own ``hydra.searchpath``, so configs
-    composed or listed inside the app (table cells, attributor names) must pass it again."""
-    from hydra.core.hydra_config import HydraConfig
-
-    if not HydraConfig.initialized() or not HydraConfig.get().searchpath:
-        return []
-    return [f"hydra.searchpath=[{','.join(repr(str(p)) for p in HydraConfig.get().searchpath)}]"]
-
-
 @dataclass
 class TableSpec:
     raw: dict[str, Any]
     name: str = ""
+    title: str = ""
+    protocol: str = ""
+    data: str = "synthetic"
+    overrides: list[str] = field(default_factory=list)
+    train_overrides: list[str] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=list)
+    eval_images: int | None = 200
+    samples: str | None = None          # None: the evaluate config's default
+    per_class: int | None = None
+    sampling_seed: int | None = None
+    target: str | None = None
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
+    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
+    references: dict[str, str] = field(default_factory=dict)
     rows: list[dict[str, Any]] = field(default_factory=list)
     columns: list[dict[str, Any]] = field(default_factory=list)
-    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
-    seeds: list[int] = field(default_factory=list)
+    paper: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @staticmethod
     def from_config(raw: dict[str, Any]) -> "TableSpec":
-        spec = TableSpec(raw=raw)
-        spec.name = _need(raw, "name", str)
-        spec.models = _need(raw, "models", dict)
-        spec.rows = _need(raw, "rows", list)
-        spec.columns = _need(raw, "columns", list)
-        spec.metrics = raw.get("metrics") or {}
-        spec.seeds = [int(s) for s in raw.get("seeds") or [0]]
+        name = _need(raw, "name", str)
+        spec = TableSpec(
+            raw=raw, name=name, title=str(raw.get("title") or name), protocol=str(raw.get("protocol") or ""),
+            data=str(raw.get("data") or "synthetic"),
+            overrides=[str(o) for o in raw.get("overrides") or []],
+            train_overrides=[str(o) for o in raw.get("train_overrides") or []],
+            seeds=[int(s) for s in raw.get("seeds") or [0]],
+            eval_images=raw.get("eval_images", 200), samples=raw.get("samples"), per_class=raw.get("per_class"),
+            sampling_seed=raw.get("sampling_seed"), target=raw.get("target"),
+            models=_need(raw, "models", dict), metrics=raw.get("metrics") or {},
+            references=raw.get("references") or {}, rows=_need(raw, "rows", list),
+            columns=_need(raw, "columns", list), paper=raw.get("paper") or {},
+        )
         spec.validate()
         return spec
 
+    def row_setting(self, row: dict[str, Any], key: str) -> Any:
+        """A row's ``eval_images``/``samples``/``per_class``/``sampling_seed``/``target``, else the spec's."""
+        return row[key] if key in row else getattr(self, key)
+
     # --- validation ----------------------------------------------------------------------------
     def validate(self) -> None:
-        from reproduce.metrics import available_metrics
-
         where = f"table {self.name!r}"
+        check_run_name("table.name", self.name)
         if not self.rows:
             raise ConfigError(f"{where} has no rows.")
-        for role, model in self.models.items():
-            if not isinstance(model, dict) or ("train" in model) == ("pretrained" in model):
-                raise ConfigError(f"{where}: model {role!r} needs exactly one of `train` (overrides) or `pretrained`.")
-            offset = model.get("seed_offset", 0)
-            if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-                raise ConfigError(f"{where}: model {role!r} has seed_offset {offset!r}; it must be an integer >= 0.")
-            for ref in self._refs(model):
-                if ref not in self.models:
-                    raise ConfigError(f"{where}: model {role!r} refers to {{checkpoint:{ref}}}, which is not a model of the table.")
-        self._check_cycles()
-        known_metrics = set(available_metrics())
+        self._validate_models(where)
+        known_metrics = set(METRICS.names())
         for label, metric in self.metrics.items():
             name = (metric or {}).get("name", label)
             if name not in known_metrics:
                 raise ConfigError(f"{where}: metric {label!r} uses unknown metric {name!r}; available: {sorted(known_metrics)}.")
-        known_attributors = set(attributor_configs())
+        for name, role in self.references.items():
+            if role not in self.models:
+                raise ConfigError(f"{where}: reference {name!r} names model {role!r}, which is not a model of the table.")
+        self._validate_rows(where)
+        self._validate_columns(where)
+
+    def _validate_models(self, where: str) -> None:
+        for role, model in self.models.items():
+            if not isinstance(model, dict) or ("train" in model) == ("pretrained" in model):
+                raise ConfigError(f"{where}: model {role!r} needs exactly one of `train` (overrides) or `pretrained`.")
+            unknown = sorted(set(model) - set(MODEL_KEYS))
+            if unknown:
+                raise ConfigError(f"{where}: model {role!r} has unknown key(s) {unknown}; a model has {list(MODEL_KEYS)}.")
+            check_int(f"{where}: models.{role}.seed_offset", model.get("seed_offset", 0), minimum=0)
+            for ref in self._refs(model):
+                if ref not in self.models:
+                    raise ConfigError(f"{where}: model {role!r} refers to {{checkpoint:{ref}}}, which is not a model of the table.")
+        self._check_cycles()
+
+    def _validate_rows(self, where: str) -> None:
+        known_attributors = set(group_options("attributor"))
         labels, slugs = set(), set()
         for row in self.rows:
             if not isinstance(row, dict) or "label" not in row:
@@ -169,9 +180,8 @@ class TableSpec:
             for metric in {**row.get("metric_options", {})}.keys() | set(row.get("skip_metrics", [])):
                 if metric not in self.metrics:
                     raise ConfigError(f"{where}: row {label!r} configures metric {metric!r}, which is not in `metrics`.")
-        for name, role in (self.raw.get("references") or {}).items():
-            if role not in self.models:
-                raise ConfigError(f"{where}: reference {name!r} names model {role!r}, which is not a model of the table.")
+
+    def _validate_columns(self, where: str) -> None:
         keys = {"accuracy"} | {f"{m}/" for m in self.metrics}
         for column in self.columns:
             if not isinstance(column, dict) or "label" not in column or "key" not in column:
@@ -182,7 +192,8 @@ class TableSpec:
                     f"{where}: column {column['label']!r} reads {key!r}; keys are 'accuracy' or "
                     f"'<metric label>/<scalar>' with metric labels {sorted(self.metrics)}."
                 )
-        for row_label, values in (self.raw.get("paper") or {}).items():
+        labels = {r["label"] for r in self.rows}
+        for row_label, values in self.paper.items():
             if row_label not in labels:
                 raise ConfigError(f"{where}: paper numbers given for unknown row {row_label!r}.")
             for column_label in values:
@@ -228,16 +239,12 @@ class TableSpec:
             for role in [row["model"], row.get("scorer"), *self._row_refs(row)]:
                 if role:
                     add(role)
-        for role in (self.raw.get("references") or {}).values():
+        for role in self.references.values():
             add(role)
         return [
-            ModelJob(
-                role=role, seed=seed,
-                overrides=tuple(str(o) for o in self.models[role].get("train") or []),
-                depends_on=tuple(self._refs(self.models[role])),
-                pretrained=self.models[role].get("pretrained"),
-                seed_offset=int(self.models[role].get("seed_offset", 0)),
-            )
+            ModelJob(role=role, seed=seed, overrides=tuple(str(o) for o in self.models[role].get("train") or []),
+                     pretrained=self.models[role].get("pretrained"),
+                     seed_offset=int(self.models[role].get("seed_offset", 0)))
             for seed in self.seeds for role in needed
         ]
 

@@ -3,34 +3,28 @@
 Used by ``python -m reproduce.train`` and by the table runner (which trains the models a table needs
 and caches them by config hash). A run directory holds:
 
-- ``checkpoints/last.ckpt`` and ``checkpoints/best.ckpt``;
+- ``checkpoints/last.ckpt`` and ``checkpoints/best.ckpt`` (and ``best.ckpt.sha256``, its content
+  hash, once an evaluation used it: see :mod:`reproduce.runtime.model_identity`);
 - ``run.json``: the identity hash of the config, the W&B run id, and, once finished, the test
   metrics (written atomically, so its presence means the run completed).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
 
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
-from reproduce.errors import ConfigError
 from reproduce.atomic import atomic_write_json
-from reproduce.runtime.config_hash import config_hash, drop_keys, to_plain
-
-# Keys that do not change what is learned: where things are written, how they are logged, on
-# how many devices. Everything else is part of the run's identity.
-VOLATILE_KEYS = (
-    "paths", "logger", "hydra", "name", "tags", "resume", "test", "task",
-    "trainer.devices", "trainer.accelerator", "trainer.strategy", "trainer.num_nodes",
-    "trainer.log_every_n_steps", "trainer.enable_progress_bar", "trainer.enable_model_summary",
-    "data.num_workers", "data.eval_batch_size", "data.options.root",
-)
+from reproduce.errors import ConfigError
+from reproduce.runtime.console import quiet_lightning
+from reproduce.runtime.run_dir import build_logger, instantiate_node, job_config, read_run_file, train_identity
+from reproduce.runtime.validation import validate_train
 
 
 @dataclass
@@ -40,109 +34,61 @@ class TrainResult:
     last_checkpoint: str
     metrics: dict[str, float]
     seconds: float
+    reused: bool = False
 
 
-def job_config(cfg: DictConfig) -> dict[str, Any]:
-    """The resolved config as plain data, without Hydra's own node."""
-    return to_plain(OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "hydra"]))
+def train_fix(cfg: DictConfig, run_dir: str) -> str:
+    """How to get past a run directory that holds another run, for ``python -m reproduce.train``."""
+    return (f"give this run another name (e.g. name={cfg.name}-2) or move the old run away "
+            f"(`mv {run_dir} {run_dir}.old`) and re-run the same command")
 
 
-def identity_hash(cfg: DictConfig) -> str:
-    return config_hash(drop_keys(job_config(cfg), VOLATILE_KEYS))
-
-
-def _read_run_file(run_dir: str) -> dict[str, Any]:
-    path = os.path.join(run_dir, "run.json")
-    if not os.path.exists(path):
-        return {}
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"{path} is corrupt ({err}); delete it to restart bookkeeping of this run.") from err
-
-
-def resolve_resume(cfg: DictConfig, run_dir: str, ident: str) -> str | None:
-    """The checkpoint to resume from, or None to start fresh; refuses to mix two configs."""
+def resolve_resume(cfg: DictConfig, run_dir: str, ident: str, fix: str | None = None) -> str | None:
+    """The checkpoint to resume from, or None to start fresh; refuses to mix two configs (``fix``:
+    what the refusal suggests, for callers other than ``python -m reproduce.train``)."""
     last = os.path.join(run_dir, "checkpoints", "last.ckpt")
-    previous = _read_run_file(run_dir)
+    previous = read_run_file(os.path.join(run_dir, "run.json"))
     mode = cfg.get("resume", "auto")
     if mode not in ("auto", "never"):
         if not os.path.isfile(str(mode)):
-            raise ConfigError(f"resume={mode!r} is not a file; use auto, never or a checkpoint path.")
+            raise ConfigError(f"resume={mode!r} is not a file; use resume=auto, resume=never or a checkpoint path.")
         return str(mode)
     if not os.path.exists(last):
         return None
+    fix = fix or train_fix(cfg, run_dir)
     if mode == "never":
-        raise ConfigError(
-            f"{run_dir} already holds checkpoints and resume=never: pick another name=... or "
-            "move that directory away (nothing is deleted automatically)."
-        )
+        raise ConfigError(f"{run_dir} already holds checkpoints and resume=never: {fix} (nothing is deleted automatically).")
     if previous.get("identity") and previous["identity"] != ident:
         raise ConfigError(
             f"{run_dir} holds a run with a different configuration (identity {previous['identity']} "
-            f"vs {ident} now). Give this run another name=... , or resume=never in a fresh directory."
+            f"vs {ident} now): {fix}."
         )
     return last
 
 
-def build_logger(cfg: DictConfig, run_dir: str, run_id: str):
-    from hydra.utils import instantiate
+def fit(cfg: DictConfig, validate: bool = True, fix: str | None = None) -> TrainResult:
+    """Train (or resume) and test the module of ``cfg``; returns checkpoints and test metrics.
 
-    from reproduce.runtime.validation import check_targets
-
-    node = cfg.get("logger")
-    if not node or "_target_" not in node:
-        return False
-    check_targets(node, "logger")
-    extra = {}
-    if node._target_.endswith("WandbLogger"):
-        os.environ.setdefault("WANDB_SILENT", "true")
-        extra = {"id": run_id, "resume": "allow"}
-    return instantiate(node, **extra)
-
-
-def instantiate_node(node: DictConfig):
-    """``hydra.utils.instantiate`` that lets this package's own errors through unwrapped: Hydra wraps
-    whatever a target raises in an InstantiationException, which would hide a ConfigError's type.
-    Every ``_target_`` in ``node`` must lie under the allow-list of
-    :data:`reproduce.runtime.validation.ALLOWED_TARGET_PREFIXES` (a config must not run arbitrary code)."""
-    from hydra.errors import InstantiationException
-    from hydra.utils import instantiate
-
-    from reproduce.errors import ReproduceError
-    from reproduce.runtime.validation import check_targets
-
-    check_targets(node, node._get_full_key(None) if isinstance(node, DictConfig) else "")
-    try:
-        return instantiate(node, _convert_="all")
-    except InstantiationException as err:
-        if isinstance(err.__cause__, ReproduceError):
-            raise err.__cause__ from None
-        raise
-
-
-def fit(cfg: DictConfig) -> TrainResult:
-    """Train (or resume) and test the module of ``cfg``; returns checkpoints and test metrics."""
-    from reproduce.runtime.validation import validate_train
-
+    ``validate=False``: the caller already ran :func:`validate_train` on ``cfg`` (the table runner
+    validates every model before training the first); ``fix``: see :func:`resolve_resume`."""
     start = time.time()
-    validate_train(cfg)  # types, ranges, names, paths and _target_s, before any work
-    import lightning as L
-    from lightning.pytorch.callbacks import ModelCheckpoint
-
-    seed = cfg.get("seed", 0)
+    if validate:
+        validate_train(cfg)  # types, ranges, names, paths and _target_s, before any work
     run_dir = str(cfg.paths.output_dir)
-    ident = identity_hash(cfg)
-    previous = _read_run_file(run_dir)
-    ckpt_path = resolve_resume(cfg, run_dir, ident)  # refuses a different config or resume=never
+    ident = train_identity(cfg)
+    previous = read_run_file(os.path.join(run_dir, "run.json"))
+    ckpt_path = resolve_resume(cfg, run_dir, ident, fix)  # refuses a different config or resume=never
     if previous.get("finished") and ckpt_path and os.path.exists(previous.get("best_checkpoint", "")):
         # The same run already finished: nothing to redo (delete run.json to force a re-test).
         return TrainResult(run_dir, previous["best_checkpoint"], previous["last_checkpoint"],
-                           previous.get("test_metrics", {}), 0.0)
-    run_id = previous.get("wandb_id") or uuid.uuid4().hex[:12]
+                           previous.get("test_metrics", {}), 0.0, reused=True)
+    with quiet_lightning(bool(cfg.get("verbose", False))):
+        return _train(cfg, run_dir, ident, previous, ckpt_path, start)
 
-    L.seed_everything(seed, workers=True)
+
+def _train(cfg: DictConfig, run_dir: str, ident: str, previous: dict, ckpt_path: str | None, start: float) -> TrainResult:
+    run_id = previous.get("wandb_id") or uuid.uuid4().hex[:12]
+    L.seed_everything(cfg.get("seed", 0), workers=True, verbose=False)
     module = instantiate_node(cfg.module)  # builds the model: bad names fail here
     datamodule = instantiate_node(cfg.data)
     datamodule.set_data_config(module.data_config)
