@@ -7,7 +7,7 @@ import torch
 
 from reproduce.attributors import create
 from reproduce.attributors.moxi import moxi_deletion, moxi_insertion, moxi_minus
-from reproduce.attributors.setgame import FunctionGame, reward_from_logits
+from reproduce.attributors.games import FunctionGame, reward_from_logits
 from reproduce.errors import InputError
 from reproduce.models import ModelAdapter, count_passes, create_model
 

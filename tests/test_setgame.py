@@ -8,14 +8,9 @@ import pytest
 import torch
 
 from reproduce.attributors import create
-from reproduce.attributors.setgame import (
-    FunctionGame,
-    SetGame,
-    greedy_select,
-    partitions_by_size,
-    rank_scores,
-    reward_from_logits,
-)
+from reproduce.attributors.games import FunctionGame, SetGame, reward_from_logits
+from reproduce.attributors.greedy import greedy_select, rank_scores
+from reproduce.attributors.setgame import partitions_by_size
 from reproduce.errors import InputError
 from reproduce.models import FillMasker, Partition, TokenDropMasker, count_passes, create_model
 

@@ -8,16 +8,10 @@ import pytest
 import torch
 
 from reproduce.attributors import Attributor, create
-from reproduce.attributors.evidential import evidential_uncertainty
-from reproduce.attributors.smdl import (
-    FALLBACK,
-    cell_index,
-    class_scores,
-    effectiveness_scores,
-    embedding_distances,
-    prior_division,
-    smdl_forward_passes,
-)
+from reproduce.models.evidential import evidential_uncertainty
+from reproduce.attributors.smdl import FALLBACK
+from reproduce.attributors.smdl_division import cell_index, prior_division
+from reproduce.attributors.smdl_scores import class_scores, effectiveness_scores, embedding_distances, smdl_forward_passes
 from reproduce.errors import ConfigError, InputError
 from reproduce.models import ModelAdapter, count_passes, create_model
 
@@ -70,9 +64,12 @@ def test_cell_index_is_a_nearest_resize_for_grids_that_do_not_divide():
 
 
 def test_forward_pass_formula_values_from_the_digest():
-    assert smdl_forward_passes(25, 24) == 997
-    assert smdl_forward_passes(49, 48) == 3721
-    assert smdl_forward_passes(196, 195) == 58111
+    # the official code embeds each region alone in m passes of its own: the digest's counts
+    assert smdl_forward_passes(25, 24, shared_embeddings=False) == 997
+    assert smdl_forward_passes(49, 48, shared_embeddings=False) == 3721
+    assert smdl_forward_passes(196, 195, shared_embeddings=False) == 58111
+    # here those m passes are step 0's consistency passes (the same images), counted once
+    assert smdl_forward_passes(25, 24) == 997 - 25
 
 
 # --- the attributor on real models --------------------------------------------------------------
@@ -135,7 +132,7 @@ def test_forward_passes_follow_the_formula(cnn, images, edl_vit):
     separate = create("smdl", cnn, division="patch", grid=3, confidence_model=edl_vit)
     with count_passes(cnn) as counter:
         separate.attribute(images[:2], 0)
-    assert counter.forward == 2 * smdl_forward_passes(m, k, True) == 2 * (3 * 8 * 11 // 2 + 9)
+    assert counter.forward == 2 * smdl_forward_passes(m, k, True) == 2 * (3 * 8 * 11 // 2)
     fallback = create("smdl", cnn, division="patch", grid=3, budget=3)
     fallback.attribute(images[:1], 0)
     assert fallback.last_cost["forward_per_image"] == smdl_forward_passes(m, 3, False)
@@ -259,7 +256,7 @@ def test_bad_options_are_config_errors(cnn, vit, images):
 
 
 def test_edl_losses_closed_form():
-    from reproduce.attributors.evidential import edl_digamma_loss, edl_log_loss, edl_mse_loss, kl_to_uniform_dirichlet
+    from reproduce.models.evidential import edl_digamma_loss, edl_log_loss, edl_mse_loss, kl_to_uniform_dirichlet
 
     logits = torch.tensor([[math.log(3.0), 0.0]])  # exp evidence (3, 1) -> alpha (4, 2), S = 6
     label = torch.tensor([0])
@@ -280,7 +277,7 @@ def test_edl_losses_closed_form():
 
 
 def test_evidential_module_uses_the_edl_loss_and_records_its_options():
-    from reproduce.attributors.evidential import edl_mse_loss
+    from reproduce.models.evidential import edl_mse_loss
     from reproduce.lit.evidential import EvidentialClassifier
 
     module = EvidentialClassifier(model={"name": "resnet10t_os16", "num_classes": 3, "img_size": 32}, loss="mse", annealing_step=4)

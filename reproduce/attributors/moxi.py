@@ -24,15 +24,9 @@ import torch
 from reproduce.checks import check_choice
 from reproduce.errors import InputError
 from reproduce.attributors.registry import register
-from reproduce.attributors.setgame import (
-    Game,
-    GreedyResult,
-    SetGameAttributor,
-    SetGameResult,
-    check_budget,
-    greedy_select,
-    rank_scores,
-)
+from reproduce.attributors.games import Game
+from reproduce.attributors.greedy import GreedyResult, check_budget, greedy_select, rank_scores
+from reproduce.attributors.setgame import SetGameAttributor, SetGameResult
 from reproduce.models import Partition
 
 MODES = ("insertion", "deletion")
@@ -40,14 +34,14 @@ MODES = ("insertion", "deletion")
 
 def moxi_insertion(game: Game, budget: int | None = None) -> GreedyResult:
     """Algorithm 1: S_k = S_{k-1} + argmax_b f(S_{k-1} + b); ``values[:, k]`` = f(S_{k+1})."""
-    return greedy_select(game, game.batch_size, game.num_players, budget or game.num_players, game.device)
+    return greedy_select(game, game.batch_size, game.num_players, budget or game.num_players, game.device, tail=False)
 
 
 def moxi_deletion(game: Game, budget: int | None = None) -> GreedyResult:
     """Algorithm 2: S_k = S_{k-1} + argmin_b f(N \\ (S_{k-1} + b)); ``values`` = f(N \\ S_k)."""
     return greedy_select(
         lambda sets: game(~sets), game.batch_size, game.num_players, budget or game.num_players,
-        game.device, maximize=False,
+        game.device, maximize=False, tail=False,
     )
 
 

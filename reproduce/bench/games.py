@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from reproduce.attributors import create
-from reproduce.attributors.setgame import reward_from_logits
+from reproduce.attributors.games import reward_from_logits
 from reproduce.bench._report import write_report
 from reproduce.models import ModelAdapter, Partition, count_passes, create_model, inference_state
 
