@@ -16,7 +16,7 @@ passes; a chosen candidate's token is duplicated, as in the official code, and i
 
 Models: ``vit_micro_p8`` at 64x64 (8x8 token grid = players, token dropping), ``resnet10t_os16``
 at 64x64 (8x8 players, fill); ``--large`` adds ``vit_tiny_patch16_224`` (14x14 players, MoXI only:
-19,306 vs 38,416 passes per image). Random weights: the cost does not depend on them.
+19,305 vs 38,416 passes per image). Random weights: the cost does not depend on them.
 """
 
 from __future__ import annotations
