@@ -215,3 +215,59 @@ def test_map_paints_n_minus_rank_and_order_api_returns_the_ordering(small_vit):
     assert maps[0, (first // 4) * 8, (first % 4) * 8].item() == 16
     assert maps[0, (last // 4) * 8, (last % 4) * 8].item() == 1
     assert a.config()["mode"] == "insertion" and a.config()["reward"] == "log_odds"
+
+
+# --- the curve metrics read MoXI's own path ---------------------------------------------------------
+def _batch_with_path(model, x, mode, **options):
+    from reproduce.metrics import AttributionBatch
+
+    with torch.no_grad():
+        labels = model(x).argmax(-1)
+    a = create(f"moxi_{mode}", model, **options)
+    maps = a.attribute(x, labels)
+    return AttributionBatch(images=x, labels=labels, targets=labels, maps=maps), a.last_extras()
+
+
+@pytest.mark.parametrize("mode", ["insertion", "deletion"])
+@pytest.mark.parametrize("net", ["vit", "cnn"])
+def test_patch_curve_from_the_path_equals_the_recomputed_one_with_fewer_passes(request, images, mode, net):
+    from reproduce.metrics import AttributionBatch, create_metric
+
+    model = request.getfixturevalue("small_vit" if net == "vit" else "cnn")
+    x = images[:2, :, :32, :32] if net == "vit" else images[:2]
+    grid = {} if net == "vit" else {"grid": (2, 4)}
+    batch, extras = _batch_with_path(model, x, mode, **grid)
+    n = 16 if net == "vit" else 8
+    assert extras["player_path"].evaluated == n - 1 and extras["player_path"].exact == n
+    with_path = AttributionBatch(images=x, labels=batch.labels, targets=batch.labels, maps=batch.maps, extra=extras)
+    for score in ("accuracy", "softmax"):
+        fresh, reused = (create_metric(f"patch_{mode}", model, score=score, **grid) for _ in range(2))
+        fresh.update(batch)
+        reused.update(with_path)
+        a, b = fresh.compute(), reused.compute()
+        if score == "accuracy":
+            assert torch.equal(a["curve"], b["curve"])
+        else:
+            assert torch.allclose(a["curve"], b["curve"], atol=1e-5)
+        assert (a["reused"], b["reused"]) == (0, 1)
+        # recomputed: k = 1..n (k = 0 prepended for accuracy, evaluated for softmax); reused: only k = n
+        # (the forced last greedy step is not evaluated) and the evaluated k = 0
+        k0 = 0 if score == "accuracy" else 1
+        assert (a["forward_per_image"], b["forward_per_image"]) == (n + k0, 1 + k0)
+
+
+def test_budget_metric_reuses_a_budgeted_path_and_a_foreign_path_is_ignored(small_vit, images):
+    from reproduce.metrics import AttributionBatch, create_metric
+
+    x = images[:2, :, :32, :32]
+    batch, extras = _batch_with_path(small_vit, x, "insertion", budget=4)
+    with_path = AttributionBatch(images=x, labels=batch.labels, targets=batch.labels, maps=batch.maps, extra=extras)
+    fresh, reused = (create_metric("accuracy_at_budget", small_vit, budgets=(0.25,)) for _ in range(2))
+    fresh.update(batch)
+    reused.update(with_path)
+    assert fresh.compute()["accuracy_shown_25"] == reused.compute()["accuracy_shown_25"]
+    assert reused.compute()["forward_per_image"] == 0 and reused.compute()["reused"] == 1
+    other = create_model("vit_micro_p8", num_classes=5, img_size=32).eval()  # same architecture, another object
+    foreign = create_metric("accuracy_at_budget", other, budgets=(0.25,))
+    foreign.update(with_path)
+    assert foreign.compute()["reused"] == 0 and foreign.compute()["forward_per_image"] == 1
