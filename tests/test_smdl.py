@@ -143,6 +143,23 @@ def test_forward_passes_follow_the_formula(cnn, images, edl_vit):
         assert a.last_cost["forward_per_image"] == passes, lambdas
 
 
+def test_lazy_search_rescoring_every_candidate_per_round_is_the_exhaustive_search(cnn, images, edl_vit):
+    # blur fill: a per-image fill tensor, which the lazy search selects with its images
+    options = dict(division="patch", grid=3, budget=5, confidence_model=edl_vit, fill="blur")
+    target = torch.tensor([0, 3])
+    exhaustive = create("smdl", cnn, **options)
+    exhaustive.attribute(images[:2], target)
+    lazy = create("smdl", cnn, search="lazy", lazy_width=9, **options)
+    lazy.attribute(images[:2], target)
+    assert torch.equal(lazy.last_result.order, exhaustive.last_result.order)
+    assert torch.allclose(lazy.last_result.values, exhaustive.last_result.values, atol=1e-5)
+    for name, value in exhaustive.last_result.terms.items():
+        assert torch.allclose(lazy.last_result.terms[name], value, atol=1e-5), name
+    # one more evaluation of F per image (the empty set, for the first gains: 3 passes)
+    assert lazy.last_cost["forward_per_image"] == exhaustive.last_cost["forward_per_image"] + 3
+    assert lazy.config()["search"] == "lazy" and lazy.config()["lazy_width"] == 9
+
+
 def test_prior_passes_come_on_top(cnn, images):
     a = create("smdl", cnn, prior="gradcam", budget=3)  # grid 8 / 4 -> 16 regions
     a.attribute(images[:1], 1)
@@ -245,6 +262,10 @@ def test_bad_options_are_config_errors(cnn, vit, images):
         create("smdl", cnn, division="patch", score_head="cosine")
     with pytest.raises(ConfigError, match="division"):
         create("smdl", cnn, division="grid")
+    with pytest.raises(ConfigError, match="search"):
+        create("smdl", cnn, division="patch", search="greedy")
+    with pytest.raises(ConfigError, match="lazy_width"):
+        create("smdl", cnn, division="patch", search="lazy", lazy_width=0)
     with pytest.raises(InputError, match="Unknown attributor"):
         create("smdl", cnn, prior="no_such_method")
     small_vit = create_model("vit_micro_p8", num_classes=4, img_size=32)

@@ -37,14 +37,14 @@ class GreedyResult:
     the tail; ``values``/``terms`` ``[B, budget]``: the objective (and its named parts) of the set
     chosen at each greedy step; ``tail_values`` ``[B, n - budget]``: F(S_{budget-1} + b) of each
     tail player, in tail order; ``exact``: how many leading entries of ``order`` are greedy choices;
-    ``evaluations``: objective evaluations per image."""
+    ``evaluations``: objective evaluations per image (a mean over the images for the lazy search)."""
 
     order: torch.Tensor
     values: torch.Tensor
     terms: dict[str, torch.Tensor] = field(default_factory=dict)
     tail_values: torch.Tensor | None = None
     exact: int = 0
-    evaluations: int = 0
+    evaluations: float = 0
 
 
 Objective = Callable[..., "torch.Tensor | Mapping[str, torch.Tensor]"]
@@ -152,7 +152,7 @@ def lazy_greedy_select(
         _check_finite(total, -1)
         state.update(images, candidates, total[:, 0], {k: v[:, 0] for k, v in parts.items()})
     return GreedyResult(order=state.order, values=state.values, terms=state.terms, exact=budget,
-                        evaluations=n + 1 + state.evaluations // max(b, 1))
+                        evaluations=n + 1 + state.evaluations / b)
 
 
 class _LazyState:
@@ -222,6 +222,10 @@ class _LazyState:
             stale = ~(self.chosen[i] | self.fresh[i])
             values = torch.where(self.fresh[i], self.fresh_value[i], torch.full_like(self.fresh_value[i], -math.inf))
             j = int(torch.argmax(values))
-            best_gain = float(values[j] - self.current[i])
-            if not bool(stale.any()) or best_gain >= float(self.bounds[i][stale].max()):
+            gain = values[j] - self.current[i]
+            # a stale candidate could still win if its bound beats the best fresh gain, or ties it
+            # with a lower index (exhaustive greedy's tie rule)
+            index = torch.arange(len(stale), device=stale.device)
+            rival = stale & ((self.bounds[i] > gain) | ((self.bounds[i] == gain) & (index < j)))
+            if not bool(rival.any()):
                 self._choose(i, j, float(values[j]), {k: v[i, j] for k, v in self.fresh_parts.items()})
