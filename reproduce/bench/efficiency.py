@@ -108,26 +108,26 @@ class Limits:
 
 @contextlib.contextmanager
 def ideal_seconds(limits: Limits) -> Iterator[dict[str, float]]:
-    """The ideal cost of every pass run inside: gradient passes at the gradient limit, ViT passes
-    by sequence length (a pre-hook on the blocks sees every pass, token-dropped or not), other
-    models' forwards at the forward limit."""
+    """The ideal cost of every pass run inside. A ViT: a pre-hook on its blocks sees every pass
+    (token-dropped, through ``forward_features`` or not), costed by sequence length, or at the
+    gradient limit when the tokens need a gradient. Other models: every pass is of the image size,
+    so the pass counter (which also sees passes that bypass ``model.forward``) gives forwards at
+    the forward limit and backwards at the gradient limit."""
     acc = {"seconds": 0.0}
     model = limits.model
+    if not limits.adapter.is_vit:
+        with count_passes(model) as counter:
+            yield acc
+        grad = counter.backward
+        acc["seconds"] = ((counter.forward - grad) * limits.forward + grad * limits.gradient) * limits.scale
+        return
 
-    def grad_pass(t: torch.Tensor) -> bool:
-        return torch.is_grad_enabled() and t.requires_grad
+    def hook(_m, args):
+        rows, length = args[0].shape[:2]
+        needs_grad = torch.is_grad_enabled() and args[0].requires_grad
+        acc["seconds"] += rows * (limits.gradient if needs_grad else limits.token_row(length)) * limits.scale
 
-    if limits.adapter.is_vit:
-        def hook(_m, args):
-            rows, length = args[0].shape[:2]
-            per_row = limits.gradient if grad_pass(args[0]) else limits.token_row(length)
-            acc["seconds"] += rows * per_row * limits.scale
-        handle = model.blocks.register_forward_pre_hook(hook)
-    else:
-        def hook(_m, args):
-            per_row = limits.gradient if grad_pass(args[0]) else limits.forward
-            acc["seconds"] += args[0].shape[0] * per_row * limits.scale
-        handle = model.register_forward_pre_hook(hook)
+    handle = model.blocks.register_forward_pre_hook(hook)
     try:
         yield acc
     finally:
