@@ -6,7 +6,9 @@ the ideal is what the passes it ran would cost at the model's best batched secon
 the same input: a forward of that image size, a forward+backward for passes that need the input
 gradient, and for a ViT whose tokens are dropped a forward of that many tokens (measured per
 sequence length). An efficiency of 1 means nothing but model passes at the best batch size;
-below 1, time goes into Python loops, small batches, mask building or copies.
+below 1, time goes into Python loops, small batches, mask building or copies. Single-pass methods
+(saliency, Grad-CAM) are left out: their batch is the caller's, so the batched limit does not
+apply to them (``bench attributors`` compares Grad-CAM with pytorch-grad-cam).
 
 Every method is timed ``--repeats`` times; before each run the forward throughput is probed again
 and the ideal rescaled by the drift (load on a shared machine changes the limit too), and the
@@ -95,7 +97,10 @@ class Limits:
         self.scale = now / self.forward
 
     def token_row(self, length: int) -> float:
-        """Seconds per sequence of ``length`` tokens (linear between measured lengths)."""
+        """Seconds per sequence of ``length`` tokens (linear between measured lengths); a full-length
+        sequence is a plain forward (patch embedding included)."""
+        if length == max(self.tokens, default=-1):
+            return self.forward
         known = sorted(self.tokens)
         lo = max((k for k in known if k <= length), default=known[0])
         hi = min((k for k in known if k >= length), default=known[-1])
@@ -149,8 +154,6 @@ def attributor_cases(quick: bool) -> list[tuple[str, str, dict[str, Any]]]:
         ("smdl lazy (patch 4x4)", "smdl", {"division": "patch", "grid": 4, "search": "lazy"}),
         ("integrated_gradients", "integrated_gradients", {"steps": 8 if few else 32}),
         ("smoothgrad", "smoothgrad", {"n_samples": 8 if few else 32}),
-        ("saliency", "saliency", {}),
-        ("gradcam", "gradcam", {}),
     ]
 
 
@@ -168,18 +171,18 @@ def metric_cases(adapter: ModelAdapter, quick: bool) -> list[tuple[str, dict[str
     ]
 
 
-def repeated(limits: Limits, run: Callable[[], Any], repeats: int, passes: Callable[[Any], float]) -> dict[str, Any]:
+def repeated(limits: Limits, run: Callable[[], Any], repeats: int) -> dict[str, Any]:
     """Median/IQR efficiency and median seconds of ``run`` over ``repeats`` runs."""
     effs, secs, counts = [], [], []
     for _ in range(repeats):
         limits.probe()
         with ideal_seconds(limits) as ideal, count_passes(limits.model) as counter:
             start = now()
-            out = run()
+            run()
             seconds = now() - start
         effs.append(ideal["seconds"] / seconds)
         secs.append(seconds)
-        counts.append(passes(out) if passes is not None else counter.forward)
+        counts.append(counter.forward)
     q = statistics.quantiles(effs, n=4) if len(effs) > 1 else [effs[0]] * 3
     return {"efficiency": statistics.median(effs), "efficiency_iqr": q[2] - q[0], "seconds": statistics.median(secs),
             "passes": statistics.median(counts)}
@@ -199,15 +202,14 @@ def efficiency_rows(name: str, size: int, args) -> list[dict[str, Any]]:
                   "forward_ms_per_row": limits.forward * 1e3, "gradient_ms_per_row": limits.gradient * 1e3}
         print(f"[efficiency] {name}: {limits.forward * 1e3:.3f} ms/forward row, {limits.gradient * 1e3:.3f} ms/gradient row "
               f"at batch {limits.batch}", flush=True)
-        rows, maps = [], None
+        rows = []
         for label, method, options in attributor_cases(args.quick):
             attributor = create(method, model, **options)
             attributor.attribute(x[:1], target[:1])  # warm-up
-            res = repeated(limits, lambda: attributor.attribute(x, target), args.repeats, None)
+            res = repeated(limits, lambda: attributor.attribute(x, target), args.repeats)
             rows.append(_row(common, "attributor", label, options, res, args.images))
-            if method == "gradcam":
-                maps = attributor.attribute(x, target).detach()
             print(f"[efficiency]   {label}: {res['efficiency']:.2f}", flush=True)
+        maps = create("gradcam", model).attribute(x, target).detach()  # a map to score
         batch = AttributionBatch(images=x, labels=target, targets=target, maps=maps)
         for metric_name, options in metric_cases(adapter, args.quick):
             metric = create_metric(metric_name, model, **options)
@@ -216,7 +218,7 @@ def efficiency_rows(name: str, size: int, args) -> list[dict[str, Any]]:
                 metric.reset()
                 metric.update(batch)
 
-            res = repeated(limits, run, args.repeats, None)
+            res = repeated(limits, run, args.repeats)
             rows.append(_row(common, "metric", metric_name, options, res, args.images))
             print(f"[efficiency]   {metric_name}: {res['efficiency']:.2f}", flush=True)
     return rows
