@@ -114,9 +114,9 @@ def test_consistency_alone_is_greedy_insertion_on_the_class_probability(cnn, ima
         maps = a.attribute(images[:2], 2)
     ref = create("moxi_insertion", cnn, grid=4, fill="black", reward="prob", budget=8)
     ref_maps = ref.attribute(images[:2], 2)
-    assert torch.equal(a.last_result.order, ref.last_result.order)
+    assert torch.equal(a.last_result.order, ref.last_result.order[:, :8])  # MoXI also orders a tail
     assert torch.allclose(a.last_result.values, ref.last_result.values, atol=1e-6)
-    assert torch.equal(maps, ref_maps)  # both paint k - rank
+    assert torch.equal(maps, (ref_maps - 8).clamp_min(0))  # SMDL paints 8 - rank, MoXI 16 - rank over all
     assert counter.forward == 2 * (8 * (2 * 16 - 8 + 1) // 2)  # lambda = 0 terms cost nothing
     assert set(a.last_result.terms) == {"consistency", "area"}
 
