@@ -70,13 +70,17 @@ class Limits:
             with torch.enable_grad():
                 torch.autograd.grad(model(xg)[:, 0].sum(), xg)
 
-        self.gradient = _rate(gradient, self.batch, seconds)
-        if not self.adapter.is_vit:  # the best memory format: channels-last is often faster for CNNs
-            x = x.contiguous(memory_format=torch.channels_last)
+        # the gradient's best batch may differ from the forward's; channels-last is often faster for CNNs
+        formats = [torch.contiguous_format] + ([] if self.adapter.is_vit else [torch.channels_last])
+        self.gradient = float("inf")
+        for fmt in formats:
+            for bs in sorted({self.batch, 64, max(batch_sizes)} & set(batch_sizes)):
+                x = inputs[bs].contiguous(memory_format=fmt)
+                self.gradient = min(self.gradient, _rate(gradient, bs, seconds))
+            x = inputs[self.batch].contiguous(memory_format=fmt)
             with torch.no_grad():
                 self.forward = min(self.forward, _rate(lambda: model(x), self.batch, seconds))
-            self.gradient = min(self.gradient, _rate(gradient, self.batch, seconds))
-            x = self.probe_input
+        x = self.probe_input
         self.tokens: dict[int, float] = {}
         if self.adapter.is_vit:
             gh, gw = self.adapter.token_grid
