@@ -130,8 +130,10 @@ class FillMasker:
         outs = []
         for start in range(0, m, rows_per_image):
             k = keep_pixels[:, start : start + rows_per_image].unsqueeze(2).to(x.dtype)  # [B, m', 1, H, W]
-            masked = x.unsqueeze(1) * k + fill * (1 - k)
-            logits = self.adapter.model(masked.flatten(0, 1))
+            masked = (x.unsqueeze(1) * k + fill * (1 - k)).flatten(0, 1)
+            if not self.adapter.is_vit:  # NHWC convolutions: 1.1-1.6x faster CNN forwards on CPU
+                masked = masked.contiguous(memory_format=torch.channels_last)
+            logits = self.adapter.model(masked)
             outs.append(logits.reshape(b, k.shape[1], -1))
         return torch.cat(outs, dim=1)
 
