@@ -82,9 +82,12 @@ class Limits:
                 self.forward = min(self.forward, _rate(lambda: model(x), self.batch, seconds))
         x = self.probe_input
         self.tokens: dict[int, float] = {}
+        self.embed = 0.0  # a ViT's patch + position embedding per image (token dropping runs it once)
         if self.adapter.is_vit:
             gh, gw = self.adapter.token_grid
             n = gh * gw
+            with torch.no_grad():
+                self.embed = _rate(lambda: self.adapter.embed_tokens(x), self.batch, seconds / 4)
             tokens = self.adapter.embed_tokens(x[:1]).expand(self.batch, -1, -1)
             lengths = sorted({1, 2, 4, n // 8, n // 4, n // 2, 3 * n // 4, n} - {0})
             with torch.no_grad():
@@ -104,7 +107,7 @@ class Limits:
         """Seconds per sequence of ``length`` tokens (linear between measured lengths); a full-length
         sequence is a plain forward (patch embedding included)."""
         if length == max(self.tokens, default=-1):
-            return self.forward
+            return self.forward - self.embed  # the embedding is costed by its own hook
         known = sorted(self.tokens)
         lo = max((k for k in known if k <= length), default=known[0])
         hi = min((k for k in known if k >= length), default=known[-1])
@@ -118,7 +121,8 @@ class Limits:
 def ideal_seconds(limits: Limits) -> Iterator[dict[str, float]]:
     """The ideal cost of every pass run inside. A ViT: a pre-hook on its blocks sees every pass
     (token-dropped, through ``forward_features`` or not), costed by sequence length, or at the
-    gradient limit when the tokens need a gradient. Other models: every pass is of the image size,
+    gradient limit when the tokens need a gradient; one on its patch embedding adds the embedding
+    of every image it embeds (once per image for token dropping, once per pass otherwise). Other models: every pass is of the image size,
     so the pass counter (which also sees passes that bypass ``model.forward``) gives forwards at
     the forward limit and backwards at the gradient limit."""
     acc = {"seconds": 0.0}
@@ -130,16 +134,23 @@ def ideal_seconds(limits: Limits) -> Iterator[dict[str, float]]:
         acc["seconds"] = ((counter.forward - grad) * limits.forward + grad * limits.gradient) * limits.scale
         return
 
-    def hook(_m, args):
-        rows, length = args[0].shape[:2]
-        needs_grad = torch.is_grad_enabled() and args[0].requires_grad
-        acc["seconds"] += rows * (limits.gradient if needs_grad else limits.token_row(length)) * limits.scale
+    def needs_grad(t: torch.Tensor) -> bool:
+        return torch.is_grad_enabled() and t.requires_grad
 
-    handle = model.blocks.register_forward_pre_hook(hook)
+    def blocks(_m, args):
+        rows, length = args[0].shape[:2]
+        acc["seconds"] += rows * (limits.gradient if needs_grad(args[0]) else limits.token_row(length)) * limits.scale
+
+    def embedding(_m, args):  # a gradient pass is costed whole by the blocks hook
+        if not needs_grad(args[0]):
+            acc["seconds"] += args[0].shape[0] * limits.embed * limits.scale
+
+    handles = [model.blocks.register_forward_pre_hook(blocks), model.patch_embed.register_forward_pre_hook(embedding)]
     try:
         yield acc
     finally:
-        handle.remove()
+        for h in handles:
+            h.remove()
 
 
 # --- methods and metrics --------------------------------------------------------------------------
@@ -170,7 +181,7 @@ def metric_cases(adapter: ModelAdapter, quick: bool) -> list[tuple[str, dict[str
         ("patch_insertion", grid),
         ("patch_deletion", grid),
         ("fidelity", {}),
-        ("accuracy_at_budget", grid),
+        ("accuracy_at_budget", {**grid, "budgets": (0.04, 0.10)}),
         ("average_highest_confidence", {"steps": steps}),
     ]
 
