@@ -73,7 +73,7 @@ def _split(out) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     return parts.pop("total"), parts
 
 
-def _check_finite(total: torch.Tensor, step: int) -> None:
+def _check_finite(total: torch.Tensor, step: int | str) -> None:
     if not torch.isfinite(total).all():
         raise ReproduceError(
             f"The set objective is NaN/Inf at greedy step {step}; the model's outputs on masked "
@@ -149,7 +149,7 @@ def lazy_greedy_select(
     while not state.done():
         images, sets, candidates = state.requests()
         total, parts = _split(objective(sets[:, None], images))
-        _check_finite(total, -1)
+        _check_finite(total, "(lazy search)")
         state.update(images, candidates, total[:, 0], {k: v[:, 0] for k, v in parts.items()})
     return GreedyResult(order=state.order, values=state.values, terms=state.terms, exact=budget,
                         evaluations=n + 1 + state.evaluations / b)
