@@ -59,27 +59,24 @@ class Limits:
         self.adapter = ModelAdapter(model)
         dev = next(model.parameters()).device
         inputs = {bs: torch.randn(bs, 3, size, size, device=dev) for bs in batch_sizes}
+        # the best over batch sizes and memory formats (channels-last is often faster for CNNs)
+        formats = [torch.contiguous_format] + ([] if self.adapter.is_vit else [torch.channels_last])
         with torch.no_grad():
-            rates = {bs: _rate(lambda bs=bs: model(inputs[bs]), bs, seconds) for bs in batch_sizes}
-        self.batch = min(rates, key=rates.get)
-        self.forward = rates[self.batch]
-        x = self.probe_input = inputs[self.batch]
+            rates = {(bs, fmt): _rate(lambda x=inputs[bs].contiguous(memory_format=fmt): model(x), bs, seconds)
+                     for bs in batch_sizes for fmt in formats}
+        (self.batch, best_format), self.forward = min(rates.items(), key=lambda item: item[1])
+        x = self.probe_input = inputs[self.batch].contiguous(memory_format=best_format)
 
         def gradient():
             xg = x.detach().requires_grad_(True)
             with torch.enable_grad():
                 torch.autograd.grad(model(xg)[:, 0].sum(), xg)
 
-        # the gradient's best batch may differ from the forward's; channels-last is often faster for CNNs
-        formats = [torch.contiguous_format] + ([] if self.adapter.is_vit else [torch.channels_last])
         self.gradient = float("inf")
         for fmt in formats:
             for bs in sorted({self.batch, 64, max(batch_sizes)} & set(batch_sizes)):
                 x = inputs[bs].contiguous(memory_format=fmt)
                 self.gradient = min(self.gradient, _rate(gradient, bs, seconds))
-            x = inputs[self.batch].contiguous(memory_format=fmt)
-            with torch.no_grad():
-                self.forward = min(self.forward, _rate(lambda: model(x), self.batch, seconds))
         x = self.probe_input
         self.tokens: dict[int, float] = {}
         self.embed = 0.0  # a ViT's patch + position embedding per image (token dropping runs it once)
