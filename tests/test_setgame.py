@@ -12,7 +12,7 @@ from reproduce.attributors.games import FunctionGame, SetGame, reward_from_logit
 from reproduce.attributors.greedy import greedy_select, lazy_greedy_select, rank_scores
 from reproduce.attributors.setgame import partitions_by_size
 from reproduce.errors import InputError
-from reproduce.models import FillMasker, Partition, TokenDropMasker, count_passes, create_model
+from reproduce.models import FillMasker, ModelAdapter, Partition, TokenDropMasker, count_passes, create_model
 
 
 def test_rewards_match_their_definitions():
@@ -39,6 +39,22 @@ def test_token_drop_with_every_token_is_the_stock_forward(vit, images):
     with torch.no_grad():
         full = game.logits(torch.ones(3, 1, 64, dtype=torch.bool))[:, 0]
         assert torch.allclose(full, vit(images), atol=1e-5)
+
+
+def test_token_drop_with_uneven_subset_sizes_per_image_matches_forward_tokens(vit, images):
+    # image 0 has sizes (5, 5, 7), image 1 (5, 7, 7): no size forms an [images, subsets] block
+    keep = torch.zeros(2, 3, 64, dtype=torch.bool)
+    sizes = [[5, 5, 7], [5, 7, 7]]
+    for i in range(2):
+        for j, k in enumerate(sizes[i]):
+            keep[i, j, torch.randperm(64, generator=torch.Generator().manual_seed(10 * i + j))[:k]] = True
+    with torch.no_grad():
+        logits = TokenDropMasker(vit, max_batch=2)(images[:2], Partition.patch_grid(2, 64, 64, 8), keep)
+        adapter = ModelAdapter(vit)
+        for i in range(2):
+            for j in range(3):
+                one = adapter.forward_tokens(images[i : i + 1], keep[i, j].nonzero().view(1, -1))
+                assert torch.allclose(logits[i, j], one[0], atol=1e-5)
 
 
 def test_set_game_counts_one_pass_per_subset_and_image(cnn, images):
