@@ -7,7 +7,7 @@ import torch
 
 from reproduce.attributors import create
 from reproduce.attributors.moxi import moxi_deletion, moxi_insertion, moxi_minus
-from reproduce.attributors.setgame import FunctionGame, reward_from_logits
+from reproduce.attributors.games import FunctionGame, reward_from_logits
 from reproduce.errors import InputError
 from reproduce.models import ModelAdapter, count_passes, create_model
 
@@ -23,15 +23,16 @@ def test_insertion_on_an_additive_game_takes_players_in_value_order():
     res = moxi_insertion(game)
     expected = VALUES.argsort(1, descending=True)
     assert torch.equal(res.order, expected)
-    assert torch.allclose(res.values, VALUES.gather(1, expected).cumsum(1))
-    assert game.evaluations == 6 * 7 // 2
+    assert torch.allclose(res.values[:, :5], VALUES.gather(1, expected).cumsum(1)[:, :5])
+    assert res.values[:, 5].isnan().all()  # the forced last step (one player left) is not evaluated
+    assert game.evaluations == 6 * 7 // 2 - 1
 
 
 def test_deletion_on_an_additive_game_removes_the_most_valuable_first():
     res = moxi_deletion(additive_game())
     expected = VALUES.argsort(1, descending=True)
     assert torch.equal(res.order, expected)
-    assert torch.allclose(res.values, VALUES.sum(1, keepdim=True) - VALUES.gather(1, expected).cumsum(1))
+    assert torch.allclose(res.values[:, :5], (VALUES.sum(1, keepdim=True) - VALUES.gather(1, expected).cumsum(1))[:, :5])
 
 
 def test_moxi_and_moxi_minus_agree_on_an_additive_game():
@@ -105,8 +106,9 @@ def test_each_step_is_the_naive_argmax_on_a_vit_with_token_dropping(vit, images,
             logits = adapter.forward_tokens(x, torch.tensor([keep], dtype=torch.long))
         return reward_from_logits(logits[:, None], target)[0, 0].item()
 
-    choices, values = naive_choices(f, 64, a.last_result.order[0], mode)
-    assert choices == a.last_result.order[0].tolist()
+    prefix = a.last_result.order[0, : a.last_result.exact]
+    choices, values = naive_choices(f, 64, prefix, mode)
+    assert choices == prefix.tolist()
     assert values == pytest.approx(a.last_result.values[0].tolist(), abs=1e-4)
 
 
@@ -124,8 +126,9 @@ def test_each_step_is_the_naive_argmax_on_a_cnn_with_fill(cnn, images, mode):
             logits = cnn(x * pixels)  # fill "mean" = 0 in normalised space
         return reward_from_logits(logits[:, None], target)[0, 0].item()
 
-    choices, values = naive_choices(f, 16, a.last_result.order[0], mode)
-    assert choices == a.last_result.order[0].tolist()
+    prefix = a.last_result.order[0, : a.last_result.exact]
+    choices, values = naive_choices(f, 16, prefix, mode)
+    assert choices == prefix.tolist()
     assert values == pytest.approx(a.last_result.values[0].tolist(), abs=1e-4)
 
 
@@ -136,13 +139,47 @@ def small_vit():
 
 
 @pytest.mark.parametrize("name", ["moxi_insertion", "moxi_deletion"])
-def test_moxi_spends_exactly_n_n_plus_1_over_2_passes(small_vit, name):
+def test_moxi_spends_n_n_plus_1_over_2_passes_less_the_forced_last_step(small_vit, name):
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(5))
     a = create(name, small_vit)
     with count_passes(small_vit) as counter:
         a.attribute(x, torch.tensor([0, 3]))
-    assert counter.forward == 2 * 16 * 17 // 2
-    assert a.last_cost["forward_per_image"] == 136
+    assert counter.forward == 2 * (16 * 17 // 2 - 1)
+    assert a.last_cost["forward_per_image"] == 135
+    assert a.last_result.values[:, -1].isnan().all() and a.last_result.exact == 16
+
+
+@pytest.mark.parametrize("mode", ["insertion", "deletion"])
+@pytest.mark.parametrize("net", ["vit", "cnn"])
+def test_budgeted_prefix_equals_the_full_greedy_prefix_and_costs_the_first_steps(request, images, mode, net):
+    # ViT: token dropping on its 4x4 token grid (32x32 inputs); CNN: fill on a 2x4 grid
+    model = request.getfixturevalue("small_vit" if net == "vit" else "cnn")
+    options = {} if net == "vit" else {"grid": (2, 4)}
+    n, budget = (16, 4) if net == "vit" else (8, 3)
+    x = images[:2, :, :32, :32] if net == "vit" else images[:2]
+    target = torch.tensor([1, 4])
+    full = create(f"moxi_{mode}", model, **options)
+    full.attribute(x, target)
+    part = create(f"moxi_{mode}", model, budget=budget, **options)
+    with count_passes(model) as counter:
+        maps = part.attribute(x, target)
+    res = part.last_result
+    assert counter.forward == 2 * sum(n - t for t in range(budget))
+    assert res.exact == budget and res.order.shape == (2, n)
+    assert torch.equal(res.order[:, :budget], full.last_result.order[:, :budget])
+    assert torch.allclose(res.values, full.last_result.values[:, :budget], atol=1e-5)
+    assert sorted(res.order[0].tolist()) == list(range(n))  # the tail orders every other player
+    # the tail is ordered by the last step's values f(S_{k-1} + b), recomputed here one by one
+    game = part.game(x, target, part.partitions(x, target)[0][1])
+    keep = torch.zeros(2, n - budget, n, dtype=torch.bool)
+    for i in range(2):
+        keep[i, :, res.order[i, : budget - 1]] = True
+        keep[i, torch.arange(n - budget), res.order[i, budget:]] = True
+    with torch.no_grad():
+        tail_values = game(keep if mode == "insertion" else ~keep)
+    steps = tail_values[:, 1:] - tail_values[:, :-1]
+    assert (steps <= 1e-5).all() if mode == "insertion" else (steps >= -1e-5).all()
+    assert torch.equal(maps.flatten(1).amax(1), torch.full((2,), float(n)))  # n - rank over all players
 
 
 @pytest.mark.parametrize("mode", ["insertion", "deletion"])
@@ -165,7 +202,7 @@ def test_batch_results_equal_per_image_results(small_vit, name):
         single = create(name, small_vit)
         assert torch.equal(single.attribute(x[i : i + 1], target[i : i + 1]), maps[i : i + 1])
         assert torch.equal(single.last_result.order, batch.order[i : i + 1])
-        assert torch.allclose(single.last_result.values, batch.values[i : i + 1], atol=1e-5)
+        assert torch.allclose(single.last_result.values, batch.values[i : i + 1], atol=1e-5, equal_nan=True)
 
 
 def test_map_paints_n_minus_rank_and_order_api_returns_the_ordering(small_vit):
@@ -178,3 +215,59 @@ def test_map_paints_n_minus_rank_and_order_api_returns_the_ordering(small_vit):
     assert maps[0, (first // 4) * 8, (first % 4) * 8].item() == 16
     assert maps[0, (last // 4) * 8, (last % 4) * 8].item() == 1
     assert a.config()["mode"] == "insertion" and a.config()["reward"] == "log_odds"
+
+
+# --- the curve metrics read MoXI's own path ---------------------------------------------------------
+def _batch_with_path(model, x, mode, **options):
+    from reproduce.metrics import AttributionBatch
+
+    with torch.no_grad():
+        labels = model(x).argmax(-1)
+    a = create(f"moxi_{mode}", model, **options)
+    maps = a.attribute(x, labels)
+    return AttributionBatch(images=x, labels=labels, targets=labels, maps=maps), a.last_extras()
+
+
+@pytest.mark.parametrize("mode", ["insertion", "deletion"])
+@pytest.mark.parametrize("net", ["vit", "cnn"])
+def test_patch_curve_from_the_path_equals_the_recomputed_one_with_fewer_passes(request, images, mode, net):
+    from reproduce.metrics import AttributionBatch, create_metric
+
+    model = request.getfixturevalue("small_vit" if net == "vit" else "cnn")
+    x = images[:2, :, :32, :32] if net == "vit" else images[:2]
+    grid = {} if net == "vit" else {"grid": (2, 4)}
+    batch, extras = _batch_with_path(model, x, mode, **grid)
+    n = 16 if net == "vit" else 8
+    assert extras["player_path"].evaluated == n - 1 and extras["player_path"].exact == n
+    with_path = AttributionBatch(images=x, labels=batch.labels, targets=batch.labels, maps=batch.maps, extra=extras)
+    for score in ("accuracy", "softmax"):
+        fresh, reused = (create_metric(f"patch_{mode}", model, score=score, **grid) for _ in range(2))
+        fresh.update(batch)
+        reused.update(with_path)
+        a, b = fresh.compute(), reused.compute()
+        if score == "accuracy":
+            assert torch.equal(a["curve"], b["curve"])
+        else:
+            assert torch.allclose(a["curve"], b["curve"], atol=1e-5)
+        assert (a["reused"], b["reused"]) == (0, 1)
+        # recomputed: k = 1..n (k = 0 prepended for accuracy, evaluated for softmax); reused: only k = n
+        # (the forced last greedy step is not evaluated) and the evaluated k = 0
+        k0 = 0 if score == "accuracy" else 1
+        assert (a["forward_per_image"], b["forward_per_image"]) == (n + k0, 1 + k0)
+
+
+def test_budget_metric_reuses_a_budgeted_path_and_a_foreign_path_is_ignored(small_vit, images):
+    from reproduce.metrics import AttributionBatch, create_metric
+
+    x = images[:2, :, :32, :32]
+    batch, extras = _batch_with_path(small_vit, x, "insertion", budget=4)
+    with_path = AttributionBatch(images=x, labels=batch.labels, targets=batch.labels, maps=batch.maps, extra=extras)
+    fresh, reused = (create_metric("accuracy_at_budget", small_vit, budgets=(0.25,)) for _ in range(2))
+    fresh.update(batch)
+    reused.update(with_path)
+    assert fresh.compute()["accuracy_shown_25"] == reused.compute()["accuracy_shown_25"]
+    assert reused.compute()["forward_per_image"] == 0 and reused.compute()["reused"] == 1
+    other = create_model("vit_micro_p8", num_classes=5, img_size=32).eval()  # same architecture, another object
+    foreign = create_metric("accuracy_at_budget", other, budgets=(0.25,))
+    foreign.update(with_path)
+    assert foreign.compute()["reused"] == 0 and foreign.compute()["forward_per_image"] == 1

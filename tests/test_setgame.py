@@ -8,16 +8,11 @@ import pytest
 import torch
 
 from reproduce.attributors import create
-from reproduce.attributors.setgame import (
-    FunctionGame,
-    SetGame,
-    greedy_select,
-    partitions_by_size,
-    rank_scores,
-    reward_from_logits,
-)
+from reproduce.attributors.games import FunctionGame, SetGame, reward_from_logits
+from reproduce.attributors.greedy import greedy_select, lazy_greedy_select, rank_scores
+from reproduce.attributors.setgame import partitions_by_size
 from reproduce.errors import ConfigError, InputError
-from reproduce.models import FillMasker, Partition, TokenDropMasker, count_passes, create_model
+from reproduce.models import FillMasker, ModelAdapter, Partition, TokenDropMasker, count_passes, create_model
 
 
 def test_rewards_match_their_definitions():
@@ -44,6 +39,22 @@ def test_token_drop_with_every_token_is_the_stock_forward(vit, images):
     with torch.no_grad():
         full = game.logits(torch.ones(3, 1, 64, dtype=torch.bool))[:, 0]
         assert torch.allclose(full, vit(images), atol=1e-5)
+
+
+def test_token_drop_with_uneven_subset_sizes_per_image_matches_forward_tokens(vit, images):
+    # image 0 has sizes (5, 5, 7), image 1 (5, 7, 7): no size forms an [images, subsets] block
+    keep = torch.zeros(2, 3, 64, dtype=torch.bool)
+    sizes = [[5, 5, 7], [5, 7, 7]]
+    for i in range(2):
+        for j, k in enumerate(sizes[i]):
+            keep[i, j, torch.randperm(64, generator=torch.Generator().manual_seed(10 * i + j))[:k]] = True
+    with torch.no_grad():
+        logits = TokenDropMasker(vit, max_batch=2)(images[:2], Partition.patch_grid(2, 64, 64, 8), keep)
+        adapter = ModelAdapter(vit)
+        for i in range(2):
+            for j in range(3):
+                one = adapter.forward_tokens(images[i : i + 1], keep[i, j].nonzero().view(1, -1))
+                assert torch.allclose(logits[i, j], one[0], atol=1e-5)
 
 
 def test_set_game_counts_one_pass_per_subset_and_image(cnn, images):
@@ -133,6 +144,45 @@ def test_greedy_select_records_named_parts_of_the_objective():
     res = greedy_select(objective, 1, 3, 2, torch.device("cpu"))
     assert res.order.tolist() == [[1, 2]]
     assert res.terms["a"].tolist() == [[3.0, 5.0]] and res.values.tolist() == [[2.0, 3.0]]
+
+
+def facility_location(batch: int, n: int, seed: int = 0):
+    """F(S) = sum_j max_{i in S} w_ij: monotone submodular, so lazy greedy must match exhaustive."""
+    w = torch.rand(batch, n, 24, generator=torch.Generator().manual_seed(seed))
+    calls = {"rows": 0}
+
+    def objective(sets, images=None):
+        rows = w if images is None else w[images]
+        calls["rows"] += sets.shape[0] * sets.shape[1]
+        return {"total": (sets.float()[..., None] * rows[:, None]).amax(2).sum(-1), "size": sets.sum(-1).float()}
+
+    return objective, calls
+
+
+@pytest.mark.parametrize("width", [1, 3])
+def test_lazy_greedy_equals_exhaustive_on_a_submodular_game_with_fewer_evaluations(width):
+    objective, calls = facility_location(3, 16)
+    exhaustive = greedy_select(objective, 3, 16, 15, torch.device("cpu"))
+    spent = calls["rows"]
+    lazy = lazy_greedy_select(objective, 3, 16, 15, torch.device("cpu"), width=width)
+    assert torch.equal(lazy.order, exhaustive.order)
+    assert torch.allclose(lazy.values, exhaustive.values)
+    assert torch.equal(lazy.terms["size"], exhaustive.terms["size"])
+    assert calls["rows"] - spent == pytest.approx(3 * lazy.evaluations) and lazy.evaluations < exhaustive.evaluations
+    assert spent == 3 * exhaustive.evaluations
+
+
+def test_lazy_greedy_with_every_candidate_per_round_is_exhaustive_even_without_submodularity():
+    # F(S) = (sum w)^2 is supermodular: stale gains are lower bounds, lazy with a small width can
+    # stop early; re-scoring every candidate at once makes each step the exhaustive argmax again.
+    w = torch.tensor([[1.0, -2.0, 3.0, 0.5, -1.0, 2.5]])
+
+    def objective(sets, images=None):
+        return (sets.float() * (w if images is None else w[images])[:, None]).sum(-1) ** 2
+
+    exhaustive = greedy_select(objective, 1, 6, 5, torch.device("cpu"))
+    lazy = lazy_greedy_select(objective, 1, 6, 5, torch.device("cpu"), width=6)
+    assert torch.equal(lazy.order, exhaustive.order) and torch.allclose(lazy.values, exhaustive.values)
 
 
 def test_greedy_select_rejects_non_finite_objectives():

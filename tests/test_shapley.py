@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from reproduce.attributors import create
-from reproduce.attributors.setgame import FunctionGame
+from reproduce.attributors.games import FunctionGame
 from reproduce.attributors.shapley import exact_shapley, sampled_shapley, shapley_draws
 from reproduce.errors import InputError
 from reproduce.models import count_passes

@@ -8,16 +8,10 @@ import pytest
 import torch
 
 from reproduce.attributors import Attributor, create
-from reproduce.attributors.evidential import evidential_uncertainty
-from reproduce.attributors.smdl import (
-    FALLBACK,
-    cell_index,
-    class_scores,
-    effectiveness_scores,
-    embedding_distances,
-    prior_division,
-    smdl_forward_passes,
-)
+from reproduce.models.evidential import evidential_uncertainty
+from reproduce.attributors.smdl import FALLBACK
+from reproduce.attributors.smdl_division import cell_index, prior_division
+from reproduce.attributors.smdl_scores import class_scores, effectiveness_scores, embedding_distances, smdl_forward_passes
 from reproduce.errors import ConfigError, InputError
 from reproduce.models import ModelAdapter, count_passes, create_model
 
@@ -70,9 +64,12 @@ def test_cell_index_is_a_nearest_resize_for_grids_that_do_not_divide():
 
 
 def test_forward_pass_formula_values_from_the_digest():
-    assert smdl_forward_passes(25, 24) == 997
-    assert smdl_forward_passes(49, 48) == 3721
-    assert smdl_forward_passes(196, 195) == 58111
+    # the official code embeds each region alone in m passes of its own: the digest's counts
+    assert smdl_forward_passes(25, 24, shared_embeddings=False) == 997
+    assert smdl_forward_passes(49, 48, shared_embeddings=False) == 3721
+    assert smdl_forward_passes(196, 195, shared_embeddings=False) == 58111
+    # here those m passes are step 0's consistency passes (the same images), counted once
+    assert smdl_forward_passes(25, 24) == 997 - 25
 
 
 # --- the attributor on real models --------------------------------------------------------------
@@ -117,9 +114,9 @@ def test_consistency_alone_is_greedy_insertion_on_the_class_probability(cnn, ima
         maps = a.attribute(images[:2], 2)
     ref = create("moxi_insertion", cnn, grid=4, fill="black", reward="prob", budget=8)
     ref_maps = ref.attribute(images[:2], 2)
-    assert torch.equal(a.last_result.order, ref.last_result.order)
+    assert torch.equal(a.last_result.order, ref.last_result.order[:, :8])  # MoXI also orders a tail
     assert torch.allclose(a.last_result.values, ref.last_result.values, atol=1e-6)
-    assert torch.equal(maps, ref_maps)  # both paint k - rank
+    assert torch.equal(maps, (ref_maps - 8).clamp_min(0))  # SMDL paints 8 - rank, MoXI 16 - rank over all
     assert counter.forward == 2 * (8 * (2 * 16 - 8 + 1) // 2)  # lambda = 0 terms cost nothing
     assert set(a.last_result.terms) == {"consistency", "area"}
 
@@ -135,7 +132,7 @@ def test_forward_passes_follow_the_formula(cnn, images, edl_vit):
     separate = create("smdl", cnn, division="patch", grid=3, confidence_model=edl_vit)
     with count_passes(cnn) as counter:
         separate.attribute(images[:2], 0)
-    assert counter.forward == 2 * smdl_forward_passes(m, k, True) == 2 * (3 * 8 * 11 // 2 + 9)
+    assert counter.forward == 2 * smdl_forward_passes(m, k, True) == 2 * (3 * 8 * 11 // 2)
     fallback = create("smdl", cnn, division="patch", grid=3, budget=3)
     fallback.attribute(images[:1], 0)
     assert fallback.last_cost["forward_per_image"] == smdl_forward_passes(m, 3, False)
@@ -144,6 +141,23 @@ def test_forward_passes_follow_the_formula(cnn, images, edl_vit):
         a = create("smdl", cnn, division="patch", grid=3, budget=3, lambdas=lambdas, confidence_model=edl_vit)
         a.attribute(images[:1], 0)
         assert a.last_cost["forward_per_image"] == passes, lambdas
+
+
+def test_lazy_search_rescoring_every_candidate_per_round_is_the_exhaustive_search(cnn, images, edl_vit):
+    # blur fill: a per-image fill tensor, which the lazy search selects with its images
+    options = dict(division="patch", grid=3, budget=5, confidence_model=edl_vit, fill="blur")
+    target = torch.tensor([0, 3])
+    exhaustive = create("smdl", cnn, **options)
+    exhaustive.attribute(images[:2], target)
+    lazy = create("smdl", cnn, search="lazy", lazy_width=9, **options)
+    lazy.attribute(images[:2], target)
+    assert torch.equal(lazy.last_result.order, exhaustive.last_result.order)
+    assert torch.allclose(lazy.last_result.values, exhaustive.last_result.values, atol=1e-5)
+    for name, value in exhaustive.last_result.terms.items():
+        assert torch.allclose(lazy.last_result.terms[name], value, atol=1e-5), name
+    # one more evaluation of F per image (the empty set, for the first gains: 3 passes)
+    assert lazy.last_cost["forward_per_image"] == exhaustive.last_cost["forward_per_image"] + 3
+    assert lazy.config()["search"] == "lazy" and lazy.config()["lazy_width"] == 9
 
 
 def test_prior_passes_come_on_top(cnn, images):
@@ -248,6 +262,10 @@ def test_bad_options_are_config_errors(cnn, vit, images):
         create("smdl", cnn, division="patch", score_head="cosine")
     with pytest.raises(ConfigError, match="division"):
         create("smdl", cnn, division="grid")
+    with pytest.raises(ConfigError, match="search"):
+        create("smdl", cnn, division="patch", search="greedy")
+    with pytest.raises(ConfigError, match="lazy_width"):
+        create("smdl", cnn, division="patch", search="lazy", lazy_width=0)
     with pytest.raises(InputError, match="Unknown attributor"):
         create("smdl", cnn, prior="no_such_method")
     small_vit = create_model("vit_micro_p8", num_classes=4, img_size=32)
@@ -259,7 +277,7 @@ def test_bad_options_are_config_errors(cnn, vit, images):
 
 
 def test_edl_losses_closed_form():
-    from reproduce.attributors.evidential import edl_digamma_loss, edl_log_loss, edl_mse_loss, kl_to_uniform_dirichlet
+    from reproduce.models.evidential import edl_digamma_loss, edl_log_loss, edl_mse_loss, kl_to_uniform_dirichlet
 
     logits = torch.tensor([[math.log(3.0), 0.0]])  # exp evidence (3, 1) -> alpha (4, 2), S = 6
     label = torch.tensor([0])
@@ -280,7 +298,7 @@ def test_edl_losses_closed_form():
 
 
 def test_evidential_module_uses_the_edl_loss_and_records_its_options():
-    from reproduce.attributors.evidential import edl_mse_loss
+    from reproduce.models.evidential import edl_mse_loss
     from reproduce.lit.evidential import EvidentialClassifier
 
     module = EvidentialClassifier(model={"name": "resnet10t_os16", "num_classes": 3, "img_size": 32}, loss="mse", annealing_step=4)

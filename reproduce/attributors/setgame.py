@@ -1,22 +1,12 @@
-"""Set games over image regions: the core shared by Shapley values, MoXI and SMDL.
+"""Set-game attributors: the base class shared by Shapley values, MoXI and SMDL, and their results.
 
-A *set game* gives every subset S of the players (image regions) a number f(S): the classifier's
-reward for the target class when it sees only the regions in S. Conventions used throughout:
-
-- Players are the regions of a :class:`~reproduce.models.Partition` (patch grid, super-pixels, SMDL
-  sub-regions), numbered ``0..n-1``; a subset is a boolean ``keep[B, M, n]`` (M subsets per image).
-- A game is any callable ``game(keep[B, M, n]) -> values[B, M]`` with ``batch_size``,
-  ``num_players`` and ``device`` attributes (:class:`Game`); :class:`SetGame` is the one backed by
-  a model, and tests use games written as plain functions (e.g. additive games).
-- Hidden players are removed by a masker: token dropping (ViT, players = token grid; MoXI's
-  masking) or fill (any model; 0 in normalised space = the mean colour unless ``fill`` says
-  otherwise). ``masker="auto"`` picks token dropping exactly when it applies.
-- Rewards come from logits and are computed stably: ``log_odds`` = log p/(1-p) = z_y -
-  logsumexp_{c != y} z_c (MoXI's default), or ``log_prob``, ``prob``, ``logit``.
+The games themselves (f(S) from a model, rewards) are in :mod:`reproduce.attributors.games`, the
+greedy searches in :mod:`reproduce.attributors.greedy`. ``masker="auto"`` picks token dropping
+exactly when it applies (a ViT whose players are its token grid), fill otherwise.
 
 Ordering methods return a :class:`SetGameResult`: ``order[B, k]`` (players, most important first),
 ``values[B, k]`` (the objective of the set chosen at each step) and ``player_scores[B, n]`` (what
-the attribution map paints: ``k - rank`` for chosen players, 0 otherwise, as MoXI's and SMDL's
+the attribution map paints: ``k - rank`` for ordered players, 0 otherwise, as MoXI's and SMDL's
 heatmaps; Shapley methods paint the values themselves).
 """
 
@@ -24,193 +14,18 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
 from reproduce.attributors.base import Attributor
+from reproduce.attributors.games import SetGame, check_reward
 from reproduce.attributors.segmenters import Segmenter
-from reproduce.errors import InputError, ReproduceError
+from reproduce.errors import InputError
 from reproduce.models import FillMasker, Partition, TokenDropMasker
 
-REWARDS = ("log_odds", "log_prob", "prob", "logit")
 MASKERS = ("auto", "token_drop", "fill")
-
-
-# --- rewards ------------------------------------------------------------------------------------
-def reward_from_logits(logits: torch.Tensor, target: torch.Tensor, kind: str = "log_odds") -> torch.Tensor:
-    """Reward of class ``target[b]`` from ``logits[B, M, K]`` -> ``[B, M]``.
-
-    ``log_odds`` never forms p/(1-p): it is z_y minus the logsumexp of the other logits, which is
-    exact in float32 even when p rounds to 1.
-    """
-    check_reward(kind)
-    b, m, k = logits.shape
-    idx = target.view(b, 1, 1).expand(b, m, 1)
-    z_y = logits.gather(-1, idx).squeeze(-1)
-    if kind == "logit":
-        return z_y
-    if kind == "log_odds":
-        if k < 2:
-            raise InputError("The log-odds reward needs at least two classes; use reward='logit'.")
-        return z_y - torch.logsumexp(logits.scatter(-1, idx, float("-inf")), dim=-1)
-    log_p = z_y - torch.logsumexp(logits, dim=-1)
-    return log_p if kind == "log_prob" else log_p.exp()
-
-
-def check_reward(kind: str) -> None:
-    if kind not in REWARDS:
-        raise InputError(f"Unknown reward {kind!r}: use one of {REWARDS}.")
-
-
-# --- games --------------------------------------------------------------------------------------
-class Game(Protocol):
-    """What the set-game algorithms need: ``game(keep[B, M, n] bool) -> values[B, M]``."""
-
-    batch_size: int
-    num_players: int
-    device: torch.device
-
-    def __call__(self, keep: torch.Tensor) -> torch.Tensor: ...
-
-
-@dataclass
-class FunctionGame:
-    """A game from a plain function of the keep masks (tests, toy games without images)."""
-
-    fn: Callable[[torch.Tensor], torch.Tensor]
-    batch_size: int
-    num_players: int
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    evaluations: int = 0  # subsets evaluated per image, the analogue of forward passes
-
-    def __call__(self, keep: torch.Tensor) -> torch.Tensor:
-        self.evaluations += keep.shape[1]
-        return self.fn(keep)
-
-
-class SetGame:
-    """f(S) = reward of ``target`` on ``inputs`` showing only the players in S.
-
-    Subsets are evaluated in chunks of at most ``max_rows`` (image, subset) rows per masker call
-    (the masker then splits its own forward batches); only the subsets asked for are evaluated.
-    """
-
-    def __init__(
-        self,
-        model: nn.Module,
-        inputs: torch.Tensor,
-        target: torch.Tensor,
-        partition: Partition,
-        masker: Callable[[torch.Tensor, Partition, torch.Tensor], torch.Tensor],
-        reward: str = "log_odds",
-        max_rows: int = 4096,
-    ):
-        check_reward(reward)
-        if partition.labels.shape[0] != inputs.shape[0]:
-            raise InputError(
-                f"The partition has {partition.labels.shape[0]} label maps for {inputs.shape[0]} images."
-            )
-        self.model = model
-        self.inputs = inputs
-        self.target = target
-        self.partition = partition
-        self.masker = masker
-        self.reward = reward
-        self.max_rows = max_rows
-
-    @property
-    def batch_size(self) -> int:
-        return self.inputs.shape[0]
-
-    @property
-    def num_players(self) -> int:
-        return self.partition.num_players
-
-    @property
-    def device(self) -> torch.device:
-        return self.inputs.device
-
-    def logits(self, keep: torch.Tensor) -> torch.Tensor:
-        """Logits ``[B, M, K]`` of the subsets ``keep[B, M, n]``."""
-        b, m, n = keep.shape
-        if b != self.batch_size or n != self.num_players:
-            raise InputError(f"keep must be [{self.batch_size}, M, {self.num_players}], got {tuple(keep.shape)}.")
-        per_call = max(1, self.max_rows // b)
-        outs = [self.masker(self.inputs, self.partition, keep[:, s : s + per_call]) for s in range(0, m, per_call)]
-        return torch.cat(outs, dim=1)
-
-    def __call__(self, keep: torch.Tensor) -> torch.Tensor:
-        return reward_from_logits(self.logits(keep), self.target, self.reward)
-
-
-# --- greedy selection ---------------------------------------------------------------------------
-@dataclass
-class GreedyResult:
-    order: torch.Tensor  # [B, k] long: the player chosen at each step
-    values: torch.Tensor  # [B, k]: the objective of the chosen set at each step
-    terms: dict[str, torch.Tensor]  # [B, k] per named part of the objective (SMDL's scores)
-
-
-Objective = Callable[[torch.Tensor], "torch.Tensor | Mapping[str, torch.Tensor]"]
-
-
-def greedy_select(
-    objective: Objective, batch_size: int, num_players: int, budget: int, device: torch.device, maximize: bool = True
-) -> GreedyResult:
-    """Greedy forward selection: at step t choose the b maximising (or minimising) objective(S + b).
-
-    ``objective(sets[B, M, n])`` receives the M = n - t candidate sets S + b of each image (only the
-    players not chosen yet, in ascending index order) and returns ``[B, M]`` or a mapping with a
-    ``"total"`` entry plus named parts, which are recorded per step for the chosen set. Ties go to
-    the lowest player index (``torch.argmax``/``argmin`` return the first extremum).
-    """
-    check_budget(budget, num_players)
-    b, n = batch_size, num_players
-    rows = torch.arange(b, device=device)
-    chosen = torch.zeros(b, n, dtype=torch.bool, device=device)
-    order = torch.empty(b, budget, dtype=torch.long, device=device)
-    values = torch.empty(b, budget, device=device)
-    terms: dict[str, torch.Tensor] = {}
-    for t in range(budget):
-        cand = (~chosen).nonzero()[:, 1].view(b, n - t)  # row-major: per image, ascending index
-        sets = chosen.unsqueeze(1).expand(b, n - t, n).clone()
-        sets.scatter_(2, cand.unsqueeze(-1), True)
-        out = objective(sets)
-        parts = dict(out) if isinstance(out, Mapping) else {"total": out}
-        total = parts.pop("total")
-        if not torch.isfinite(total).all():
-            raise ReproduceError(
-                f"The set objective is NaN/Inf at greedy step {t}; the model's outputs on masked "
-                "inputs are not finite (check the model and the fill value)."
-            )
-        j = (total.argmax(1) if maximize else total.argmin(1)).unsqueeze(1)
-        best = cand.gather(1, j).squeeze(1)
-        order[:, t] = best
-        values[:, t] = total.gather(1, j).squeeze(1)
-        for name, v in parts.items():
-            terms.setdefault(name, torch.empty(b, budget, device=device, dtype=v.dtype))[:, t] = v.gather(1, j).squeeze(1)
-        chosen[rows, best] = True
-    return GreedyResult(order=order, values=values, terms=terms)
-
-
-def check_budget(budget: int, num_players: int) -> None:
-    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
-        raise InputError(f"The budget k must be a positive integer, got {budget!r}.")
-    if budget > num_players:
-        raise InputError(
-            f"The budget k={budget} exceeds the {num_players} regions; use k <= {num_players} "
-            "(or None for the full ordering)."
-        )
-
-
-def rank_scores(order: torch.Tensor, num_players: int) -> torch.Tensor:
-    """``[B, n]`` map values of an ordering: ``k - rank`` for chosen players (earlier = hotter), 0 else."""
-    b, k = order.shape
-    scores = torch.zeros(b, num_players, device=order.device)
-    ranks = torch.arange(k, 0, -1, device=order.device, dtype=scores.dtype).expand(b, k)
-    return scores.scatter(1, order, ranks)
 
 
 # --- results ------------------------------------------------------------------------------------
@@ -227,7 +42,8 @@ class SetGameResult:
     player_scores: torch.Tensor  # [B, n]: the value painted on each player's region
     labels: torch.Tensor  # [B, H, W]: the partition (player of every pixel)
     num_players: torch.Tensor  # [B] long
-    terms: dict[str, torch.Tensor] = field(default_factory=dict)  # [B, k] extra per-step series
+    terms: dict[str, torch.Tensor] = field(default_factory=dict)  # [B, k, ...] extra per-step series
+    exact: int | None = None  # leading entries of order that are greedy choices (None: all, or a ranking)
 
     def paint(self) -> torch.Tensor:
         """The attribution maps ``[B, H, W]``: each pixel gets its player's score."""
@@ -240,12 +56,12 @@ def merge_results(batch: int, parts: list[tuple[torch.Tensor, SetGameResult]]) -
     if len(parts) == 1 and len(parts[0][0]) == batch:
         return parts[0][1]
     first = parts[0][1]
-    k = max(r.order.shape[1] for _, r in parts)
-    n = max(r.player_scores.shape[1] for _, r in parts)
     dev = first.order.device
 
-    def padded(name_of: Callable[[SetGameResult], torch.Tensor], width: int, fill: float, dtype) -> torch.Tensor:
-        out = torch.full((batch, width), fill, device=dev, dtype=dtype)
+    def padded(name_of: Callable[[SetGameResult], torch.Tensor], fill: float) -> torch.Tensor:
+        width = max(name_of(r).shape[1] for _, r in parts)
+        ref = name_of(first)
+        out = torch.full((batch, width, *ref.shape[2:]), fill, device=dev, dtype=ref.dtype)
         for idx, r in parts:
             v = name_of(r)
             out[idx, : v.shape[1]] = v
@@ -256,17 +72,14 @@ def merge_results(batch: int, parts: list[tuple[torch.Tensor, SetGameResult]]) -
     for idx, r in parts:
         labels[idx] = r.labels
         num[idx] = r.num_players
-    terms = {
-        name: padded(lambda r, name=name: r.terms[name], k, float("nan"), first.terms[name].dtype)
-        for name in first.terms
-    }
     return SetGameResult(
-        order=padded(lambda r: r.order, k, -1, torch.long),
-        values=padded(lambda r: r.values, k, float("nan"), first.values.dtype),
-        player_scores=padded(lambda r: r.player_scores, n, float("nan"), first.player_scores.dtype),
+        order=padded(lambda r: r.order, -1),
+        values=padded(lambda r: r.values, float("nan")),
+        player_scores=padded(lambda r: r.player_scores, float("nan")),
         labels=labels,
         num_players=num,
-        terms=terms,
+        terms={name: padded(lambda r, name=name: r.terms[name], float("nan")) for name in first.terms},
+        exact=first.exact,
     )
 
 

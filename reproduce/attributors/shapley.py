@@ -21,7 +21,8 @@ import torch
 
 from reproduce.checks import check_choice
 from reproduce.attributors.registry import register
-from reproduce.attributors.setgame import Game, SetGameAttributor, SetGameResult
+from reproduce.attributors.games import Game
+from reproduce.attributors.setgame import SetGameAttributor, SetGameResult
 from reproduce.errors import InputError
 from reproduce.models import Partition
 

@@ -6,7 +6,7 @@ official code (``models/submodular_cub_v3.py``), which is the default wherever i
 paper's wording (see the SMDL digest, B1.3 and B7):
 
 - s_conf (confidence) = 1 - u of an evidential model on the image showing only S + alpha (the rest
-  filled): u = K / sum(exp(clamp(scale z, -10, 10)) + 1) (:mod:`reproduce.attributors.evidential`).
+  filled): u = K / sum(exp(clamp(scale z, -10, 10)) + 1) (:mod:`reproduce.models.evidential`).
 - s_eff (effectiveness) = sum_{a in T} min_{b in T} D[a, b] with D = arccos(cos(e_a, e_b)) / pi
   between embeddings of each sub-region *alone*, computed once per image (m forward passes); as in
   the code the diagonal of D is set to 1 (``+ eye``), so a single region scores 1.
@@ -39,9 +39,17 @@ see :mod:`reproduce.lit.evidential`). When it is ``None`` the *classifier's own 
 as evidence (``config()["confidence_model"] == "classifier_logits_fallback"``); this shares the
 classifier's pass on the shown image, so a step costs 2 passes per candidate instead of 3.
 
-Cost per image: 3 k (2m - k + 1) / 2 + m forward passes (2 k (2m - k + 1) / 2 + m with the
-fallback), plus the prior's own passes. All passes (classifier, confidence and embedding models)
-are counted on the classifier's counter.
+Search (``search``): ``"exhaustive"`` (the paper's greedy, every remaining region scored at every
+step) or ``"lazy"`` (Minoux's lazy greedy, :func:`~reproduce.attributors.greedy.lazy_greedy_select`:
+stale gains as upper bounds, ``lazy_width`` candidates re-scored per round). Lazy greedy is exact
+for a submodular F; SMDL's F is only approximately submodular, so its choices can differ.
+
+Cost per image (exhaustive): 3 k (2m - k + 1) / 2 forward passes (2 k (2m - k + 1) / 2 with the
+fallback), plus m for the region embeddings when they come from a separate embedding model (the
+classifier's own embeddings of each region alone are step 0's consistency passes, shared), plus
+the prior's own passes. All passes (classifier, confidence and embedding models) are counted on
+the classifier's counter. The code: :mod:`~reproduce.attributors.smdl_scores` (F and its terms),
+:mod:`~reproduce.attributors.smdl_division` (the regions), this module (options and the search).
 
 Outputs: the map paints region ``order[r]`` with k - r (0 for the region never picked);
 ``last_result.terms`` holds per step the chosen set's ``confidence``, ``effectiveness``,
@@ -58,128 +66,22 @@ import os
 from typing import Any, Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from reproduce.checks import check_choice
 from reproduce.attributors.base import Attributor
-from reproduce.attributors.evidential import evidential_uncertainty
-from reproduce.attributors.registry import create, register
+from reproduce.attributors.greedy import check_budget, greedy_select, lazy_greedy_select, rank_scores
+from reproduce.attributors.registry import get_class, register
 from reproduce.attributors.segmenters import Segmenter
-from reproduce.attributors.setgame import (
-    SetGame,
-    SetGameAttributor,
-    SetGameResult,
-    check_budget,
-    describe_value,
-    greedy_select,
-    partitions_by_size,
-    rank_scores,
-)
-from reproduce.errors import ConfigError, InputError, ReproduceError
-from reproduce.models import (
-    DataConfig,
-    FillMasker,
-    ModelAdapter,
-    Partition,
-    data_config_of,
-    fill_tensor,
-    inference_state,
-    load_model,
-    record_forward,
-)
+from reproduce.attributors.setgame import SetGameAttributor, SetGameResult, describe_value
+from reproduce.attributors.smdl_division import DIVISIONS, build_prior, divide, region_count
+from reproduce.attributors.smdl_scores import SMDLObjective
+from reproduce.checks import check_choice, check_number, positive_int
+from reproduce.errors import ConfigError, InputError
+from reproduce.models import ModelAdapter, Partition, inference_state, load_model
 
-DIVISIONS = ("prior_patch", "patch", "superpixel")
 SCORE_HEADS = ("class_prob", "cosine_to_class_weight")
-TERMS = ("confidence", "effectiveness", "consistency", "collaboration")
+SEARCHES = ("exhaustive", "lazy")
 FALLBACK = "classifier_logits_fallback"
-
-
-# --- pure score functions -----------------------------------------------------------------------
-def embedding_distances(embeddings: torch.Tensor) -> torch.Tensor:
-    """``[B, m, m]`` distances arccos(cos) / pi in [0, 1] between region embeddings ``[B, m, D]``,
-    with the diagonal set to 1 (the code's ``+ eye``: a region is never its own nearest neighbour)."""
-    unit = F.normalize(embeddings.float(), dim=-1)
-    dist = torch.arccos((unit @ unit.transpose(1, 2)).clamp(-1.0, 1.0)) / math.pi
-    eye = torch.eye(dist.shape[-1], dtype=torch.bool, device=dist.device)
-    return dist.masked_fill(eye, 1.0)
-
-
-def effectiveness_scores(distances: torch.Tensor, sets: torch.Tensor) -> torch.Tensor:
-    """s_eff(T) = sum_{a in T} min_{b in T} D[a, b] for ``sets [B, M, m]`` -> ``[B, M]``."""
-    inside = sets[:, :, None, :]  # b in T
-    masked = torch.where(inside, distances[:, None], torch.full_like(distances[:, None], math.inf))
-    nearest = masked.min(-1).values  # [B, M, m]
-    return torch.where(sets, nearest, torch.zeros_like(nearest)).sum(-1)
-
-
-def class_scores(logits_or_features: torch.Tensor, target: torch.Tensor, head: str, class_weight: torch.Tensor | None = None) -> torch.Tensor:
-    """Consistency-style score of class ``target[b]`` from ``[B, M, K]`` logits (``class_prob``) or
-    ``[B, M, D]`` pre-logit features (``cosine_to_class_weight``, with ``class_weight [K, D]``)."""
-    b, m = logits_or_features.shape[:2]
-    if head == "class_prob":
-        probs = logits_or_features.softmax(-1)
-        return probs.gather(-1, target.view(b, 1, 1).expand(b, m, 1)).squeeze(-1)
-    w = class_weight[target].to(logits_or_features.dtype)  # [B, D]
-    return F.cosine_similarity(logits_or_features, w[:, None, :], dim=-1)
-
-
-def prior_division(prior: torch.Tensor, grid: int, per_region: int) -> torch.Tensor:
-    """Region label per pixel ``[B, H, W]`` from a prior map ``[B, H, W]`` (module docstring)."""
-    b, h, w = prior.shape
-    cells = F.interpolate(prior[:, None].float(), size=(grid, grid), mode="bilinear", align_corners=False, antialias=False)
-    ranked = torch.sort(cells.flatten(1), dim=1, descending=True, stable=True).indices  # [B, G^2]
-    region_of_rank = torch.arange(grid * grid, device=prior.device) // per_region
-    region_of_cell = torch.empty_like(ranked).scatter_(1, ranked, region_of_rank.expand(b, -1))
-    return region_of_cell.gather(1, cell_index(h, w, grid, prior.device).flatten().expand(b, -1)).view(b, h, w)
-
-
-def cell_index(height: int, width: int, grid: int, device=None) -> torch.Tensor:
-    """``[H, W]`` grid cell of each pixel, as a nearest resize of the ``grid x grid`` map."""
-    rows = torch.arange(height, device=device) * grid // height
-    cols = torch.arange(width, device=device) * grid // width
-    return rows[:, None] * grid + cols[None, :]
-
-
-def smdl_forward_passes(m: int, k: int, separate_confidence_model: bool = True) -> int:
-    """Forward passes of the greedy search with every lambda non-zero (without the prior)."""
-    per_candidate = 3 if separate_confidence_model else 2
-    return per_candidate * k * (2 * m - k + 1) // 2 + m
-
-
-# --- model wrappers -----------------------------------------------------------------------------
-class _LogitsAndFeatures(nn.Module):
-    """A timm classifier returning ``[logits | pre-logit features]`` in one pass (counted)."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        m = self.model
-        features = m.forward_head(m.forward_features(x), pre_logits=True)
-        record_forward(m, x.shape[0])
-        return torch.cat([m.get_classifier()(features), features], dim=-1)
-
-
-class _Counted(nn.Module):
-    """Another network (EDL or embedding model) whose passes count on the classifier's counter."""
-
-    def __init__(self, net: nn.Module, counter_model: nn.Module):
-        super().__init__()
-        self.net = net
-        self.counter_model = counter_model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.net(x)
-        record_forward(self.counter_model, x.shape[0])
-        return out
-
-
-def _convert_space(t: torch.Tensor, source: DataConfig, dest: DataConfig) -> torch.Tensor:
-    if source.mean == dest.mean and source.std == dest.std:
-        return t
-    return dest.normalize(source.denormalize(t))
 
 
 @register("smdl")
@@ -201,6 +103,8 @@ class SMDL(SetGameAttributor):
         confidence_scale: logit scale inside the evidence (1; SMDL's face models: 5).
         embedding_model: network mapping images to embeddings for s_eff (None = the classifier's
             pre-logit features; SMDL-CUB uses its classifier's ``dense`` layer).
+        search: ``"exhaustive"`` (default, the paper's greedy) or ``"lazy"`` (lazy greedy).
+        lazy_width: candidates re-scored per image and round by the lazy search (4).
         fill: hidden pixels (``"black"`` as the code; ``"mean"``, ``"blur"``, a number, a tensor).
         max_batch: rows per forward pass.
     """
@@ -219,8 +123,6 @@ class SMDL(SetGameAttributor):
         prior = options.get("prior", "hsic")
         fast = {"grid": 4, "per_region": 4}
         if isinstance(prior, str):
-            from reproduce.attributors.registry import get_class
-
             fast["prior_options"] = {**(options.get("prior_options") or {}), **get_class(prior).smoke_options}
         return {**options, **fast}
 
@@ -240,90 +142,56 @@ class SMDL(SetGameAttributor):
         confidence_model: nn.Module | str | os.PathLike | None = None,
         confidence_scale: float = 1.0,
         embedding_model: nn.Module | None = None,
+        search: str = "exhaustive",
+        lazy_width: int = 4,
         fill: str | float | torch.Tensor = "black",
         max_batch: int = 256,
         normalize: str | None = None,
     ):
         super().__init__(model, masker="fill", fill=fill, max_batch=max_batch, normalize=normalize)
-        check_choice("division", division, DIVISIONS)
-        check_choice("score_head", score_head, SCORE_HEADS)
-        for name, value in (("grid", grid), ("per_region", per_region)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}.")
-        if division == "prior_patch" and (grid * grid) % per_region:
-            raise ConfigError(
-                f"grid^2 = {grid * grid} cells cannot be cut into groups of per_region={per_region}; "
-                "choose per_region dividing grid^2 (e.g. grid=8, per_region=4 -> 16 regions)."
-            )
-        if budget is not None:
-            # the region count of a grid division is known now; super-pixels are checked per image
-            regions = {"prior_patch": grid * grid // per_region, "patch": grid * grid}.get(division, budget)
-            check_budget(budget, regions)
-        self.lambdas = self._check_lambdas(lambdas)
-        if not (isinstance(confidence_scale, (int, float)) and not isinstance(confidence_scale, bool)) or confidence_scale <= 0:
-            raise ConfigError(f"confidence_scale must be a positive number, got {confidence_scale!r}.")
-        self.division = division
-        self.division_grid = grid
-        self.per_region = per_region
-        self.budget = budget
-        self.score_head = score_head
-        self.confidence_scale = float(confidence_scale)
+        self._set_division(division, grid, per_region, budget)
+        self.lambdas = _check_lambdas(lambdas)
+        self.score_head = check_choice("score_head", score_head, SCORE_HEADS)
+        self.search = check_choice("search", search, SEARCHES)
+        self.lazy_width = positive_int("lazy_width", lazy_width)
+        self.confidence_scale = check_number("confidence_scale", confidence_scale, positive=True)
         self.prior_name = prior if isinstance(prior, str) else describe_value(prior)
         self.prior_options = dict(prior_options or {})
         self.prior = None
         if division == "prior_patch":
-            self.prior = self._build_prior(prior)
+            self.prior = build_prior(model, prior, self.prior_options, self.name)
         elif prior_options:
             raise ConfigError(f"prior_options are only used with division='prior_patch', not {division!r}.")
         self.segmenter = Segmenter(segmenter, segmenter_options) if division == "superpixel" else None
         self.segmenter_name = segmenter
         self.segmenter_options = dict(segmenter_options or {})
+        self._set_networks(confidence_model, embedding_model)
+
+    # --- option checks ----------------------------------------------------------------------
+    def _set_division(self, division: str, grid: int, per_region: int, budget: int | None) -> None:
+        check_choice("division", division, DIVISIONS)
+        grid, per_region = positive_int("grid", grid), positive_int("per_region", per_region)
+        if division == "prior_patch" and (grid * grid) % per_region:
+            raise ConfigError(
+                f"grid^2 = {grid * grid} cells cannot be cut into groups of per_region={per_region}; "
+                "choose per_region dividing grid^2 (e.g. grid=8, per_region=4 -> 16 regions)."
+            )
+        if budget is not None:  # a grid division's region count is known now; super-pixels per image
+            check_budget(budget, region_count(division, grid, per_region) or budget)
+        self.division, self.division_grid, self.per_region, self.budget = division, grid, per_region, budget
+
+    def _set_networks(self, confidence_model, embedding_model) -> None:
         self.confidence_source = confidence_model if isinstance(confidence_model, (str, os.PathLike)) else None
-        if isinstance(confidence_model, (str, os.PathLike)):
+        if self.confidence_source is not None:
             confidence_model = load_model(confidence_model).eval()
         if confidence_model is not None and not isinstance(confidence_model, nn.Module):
             raise ConfigError(f"confidence_model must be an nn.Module, a checkpoint path or None, got {type(confidence_model).__name__}.")
-        self.confidence_model = None if confidence_model is model else confidence_model
+        self.confidence_model = None if confidence_model is self.model else confidence_model
         if embedding_model is not None and not isinstance(embedding_model, nn.Module):
             raise ConfigError(f"embedding_model must be an nn.Module or None, got {type(embedding_model).__name__}.")
-        self.embedding_model = None if embedding_model is model else embedding_model
-        needs_features = (self.lambdas[1] and self.embedding_model is None) or score_head == "cosine_to_class_weight"
-        if needs_features:
-            self._check_timm_head()
-
-    # --- option checks ----------------------------------------------------------------------
-    @staticmethod
-    def _check_lambdas(lambdas) -> tuple[float, ...]:
-        try:
-            values = tuple(float(v) for v in lambdas)
-        except (TypeError, ValueError) as err:
-            raise ConfigError(f"lambdas must be four numbers (confidence, effectiveness, consistency, collaboration), got {lambdas!r}.") from err
-        if len(values) != 4 or not all(math.isfinite(v) for v in values):
-            raise ConfigError(f"lambdas must be four finite numbers, got {lambdas!r}.")
-        if not any(values):
-            raise ConfigError("All four lambdas are 0: the objective would be constant; set at least one.")
-        return values
-
-    def _check_timm_head(self) -> None:
-        m = self.model
-        head = m.get_classifier() if hasattr(m, "get_classifier") else None
-        if not (hasattr(m, "forward_features") and hasattr(m, "forward_head") and isinstance(head, nn.Linear)):
-            raise ConfigError(
-                f"{type(m).__name__} does not expose timm's forward_features/forward_head with a linear "
-                "classifier, needed for pre-logit features (effectiveness embeddings or the cosine "
-                "head); pass embedding_model=... and score_head='class_prob', or a timm model."
-            )
-
-    def _build_prior(self, prior) -> Attributor | Callable:
-        if isinstance(prior, str):
-            if prior == self.name:
-                raise ConfigError("SMDL cannot be its own prior; choose another attributor (e.g. 'hsic').")
-            return create(prior, self.model, **self.prior_options)
-        if self.prior_options:
-            raise ConfigError("prior_options only apply to a prior given by name.")
-        if isinstance(prior, Attributor) or callable(prior):
-            return prior
-        raise ConfigError(f"prior must be an attributor name, an Attributor or a function, got {type(prior).__name__}.")
+        self.embedding_model = None if embedding_model is self.model else embedding_model
+        if (self.lambdas[1] and self.embedding_model is None) or self.score_head == "cosine_to_class_weight":
+            _check_timm_head(self.model)
 
     def config(self) -> dict[str, Any]:
         return {
@@ -345,6 +213,8 @@ class SMDL(SetGameAttributor):
             ),
             "confidence_scale": self.confidence_scale,
             "embedding_model": "classifier_pre_logits" if self.embedding_model is None else describe_value(self.embedding_model),
+            "search": self.search,
+            "lazy_width": self.lazy_width if self.search == "lazy" else None,
             "fill": describe_value(self.fill),
             "max_batch": self.max_batch,
             "normalize": self.normalize,
@@ -358,38 +228,9 @@ class SMDL(SetGameAttributor):
             return {}
         return {"step_area": terms["area"], "step_score": terms["consistency"]}
 
-    # --- division ---------------------------------------------------------------------------
+    # --- players ----------------------------------------------------------------------------
     def partitions(self, x: torch.Tensor, target: torch.Tensor) -> list[tuple[torch.Tensor, Partition]]:
-        b, _, h, w = x.shape
-        g = self.division_grid
-        if self.division == "superpixel":
-            return partitions_by_size(self.segmenter(x, self.adapter.data_config))
-        if g > h or g > w:
-            raise InputError(f"grid={g} has more cells per side than the {h}x{w} image; use a smaller grid.")
-        if self.division == "patch":
-            labels = cell_index(h, w, g, x.device).expand(b, h, w)
-            return [(torch.arange(b, device=x.device), Partition(labels=labels, num_players=g * g))]
-        prior = self._prior_map(x, target)
-        labels = prior_division(prior, g, self.per_region)
-        return [(torch.arange(b, device=x.device), Partition(labels=labels, num_players=g * g // self.per_region))]
-
-    def _prior_map(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        try:
-            prior = self.prior.attribute(x, target) if isinstance(self.prior, Attributor) else self.prior(x, target)
-        except InputError:
-            raise
-        except ReproduceError as err:
-            raise InputError(f"SMDL's prior {self.prior_name!r} failed: {err} Choose another prior or division='patch'.") from err
-        if not isinstance(prior, torch.Tensor) or prior.shape != x.shape[:1] + x.shape[-2:]:
-            shape = tuple(prior.shape) if isinstance(prior, torch.Tensor) else type(prior).__name__
-            raise InputError(f"SMDL's prior {self.prior_name!r} returned {shape}, expected maps {tuple(x.shape[:1] + x.shape[-2:])}.")
-        if not torch.isfinite(prior).all():
-            bad = (~torch.isfinite(prior)).flatten(1).any(1).nonzero().flatten().tolist()
-            raise InputError(
-                f"SMDL's prior {self.prior_name!r} returned NaN/Inf maps for samples {bad[:8]}; the regions "
-                "cannot be ranked. Choose another prior or division='patch'."
-            )
-        return prior
+        return divide(self, x, target)
 
     def check_players(self, groups):
         for _, part in groups:
@@ -405,85 +246,55 @@ class SMDL(SetGameAttributor):
         with contextlib.ExitStack() as stack:
             for net in (self.confidence_model, self.embedding_model):
                 if net is not None:
-                    self._check_input_size(net, x)
+                    _check_input_size(net, x)
                     stack.enter_context(inference_state(net))
             yield
-
-    @staticmethod
-    def _check_input_size(net: nn.Module, x: torch.Tensor) -> None:
-        adapter = ModelAdapter(net)
-        if adapter.is_vit and tuple(net.patch_embed.img_size) != tuple(x.shape[-2:]) and not getattr(net, "dynamic_img_size", False):
-            raise InputError(
-                f"The {type(net).__name__} given to SMDL takes {tuple(net.patch_embed.img_size)} inputs, "
-                f"the images are {tuple(x.shape[-2:])}; use a model built for the image size."
-            )
-
-    def _network_game(self, net: nn.Module, x: torch.Tensor, target: torch.Tensor, partition: Partition, space_of: nn.Module) -> SetGame:
-        """``net`` on ``x`` showing chosen regions, fed in the input space of ``space_of`` (the same
-        pixels: image and fill converted from the classifier's normalisation), evaluated in chunks
-        of ``max_batch`` rows. SMDL reads its logits (``SetGame.logits``), not a reward."""
-        source, dest = self.adapter.data_config, data_config_of(space_of)
-        fill = _convert_space(fill_tensor(self.adapter, x, self.fill), source, dest)
-        masker = FillMasker(net, fill=fill, max_batch=self.max_batch)
-        return SetGame(net, _convert_space(x, source, dest), target, partition, masker, max_rows=self.max_batch)
 
     def solve(self, x: torch.Tensor, target: torch.Tensor, partition: Partition) -> SetGameResult:
         b, m = x.shape[0], partition.num_players
         k = self.budget or m - 1
-        l_conf, l_eff, l_cons, l_colla = self.lambdas
-        use_features = self.score_head == "cosine_to_class_weight"
-        wants_features = use_features or (l_eff and self.embedding_model is None)
-        classifier = _LogitsAndFeatures(self.model) if wants_features else self.model
-        cls_game = self._network_game(classifier, x, target, partition, self.model)
-        num_classes = self.adapter.num_classes
-        weight = self.model.get_classifier().weight if use_features else None
-
-        def classify(keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-            out = cls_game.logits(keep)
-            if classifier is self.model:
-                return out, None
-            return out[..., :num_classes], out[..., num_classes:]
-
-        def head_scores(logits: torch.Tensor, features: torch.Tensor | None) -> torch.Tensor:
-            return class_scores(features if use_features else logits, target, self.score_head, weight)
-
-        distances = None
-        if l_eff:  # each region alone, once per image
-            alone = torch.eye(m, dtype=torch.bool, device=x.device).expand(b, m, m)
-            if self.embedding_model is None:
-                embeddings = classify(alone)[1]
-            else:
-                emb_net = _Counted(self.embedding_model, self.model)
-                embeddings = self._network_game(emb_net, x, target, partition, self.embedding_model).logits(alone).flatten(2)
-            distances = embedding_distances(embeddings)
-        conf_game = None
-        if l_conf and self.confidence_model is not None:
-            conf_net = _Counted(self.confidence_model, self.model)
-            conf_game = self._network_game(conf_net, x, target, partition, self.confidence_model)
-
-        def objective(sets: torch.Tensor) -> dict[str, torch.Tensor]:
-            terms: dict[str, torch.Tensor] = {}
-            if l_cons or (l_conf and conf_game is None):
-                logits, features = classify(sets)
-                if l_conf and conf_game is None:  # the fallback reads the classifier's logits
-                    terms["confidence"] = 1 - evidential_uncertainty(logits, self.confidence_scale)
-                if l_cons:
-                    terms["consistency"] = head_scores(logits, features)
-            if conf_game is not None:
-                terms["confidence"] = 1 - evidential_uncertainty(conf_game.logits(sets), self.confidence_scale)
-            if l_eff:
-                terms["effectiveness"] = effectiveness_scores(distances, sets)
-            if l_colla:
-                terms["collaboration"] = 1 - head_scores(*classify(~sets))
-            total = sum(lam * terms[name] for lam, name in zip(self.lambdas, TERMS) if lam)
-            return {"total": total, **{name: terms[name] for name in TERMS if name in terms}}
-
-        res = greedy_select(objective, b, m, k, x.device)
+        objective = SMDLObjective(self, x, target, partition)
+        if self.search == "lazy":
+            res = lazy_greedy_select(objective, b, m, k, x.device, width=self.lazy_width)
+        else:
+            res = greedy_select(objective, b, m, k, x.device, tail=False)
+        pixels = partition.labels[0].numel()
         area = torch.zeros(b, m, device=x.device).scatter_add_(
-            1, partition.labels.flatten(1), torch.ones(b, partition.labels[0].numel(), device=x.device)
-        ) / partition.labels[0].numel()
+            1, partition.labels.flatten(1), torch.ones(b, pixels, device=x.device)
+        ) / pixels
         res.terms["area"] = area.gather(1, res.order).cumsum(1)
         return SetGameResult(
             order=res.order, values=res.values, player_scores=rank_scores(res.order, m), labels=partition.labels,
-            num_players=torch.full((b,), m, device=x.device), terms=res.terms,
+            num_players=torch.full((b,), m, device=x.device), terms=res.terms, exact=k,
+        )
+
+
+def _check_lambdas(lambdas) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in lambdas)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"lambdas must be four numbers (confidence, effectiveness, consistency, collaboration), got {lambdas!r}.") from err
+    if len(values) != 4 or not all(math.isfinite(v) for v in values):
+        raise ConfigError(f"lambdas must be four finite numbers, got {lambdas!r}.")
+    if not any(values):
+        raise ConfigError("All four lambdas are 0: the objective would be constant; set at least one.")
+    return values
+
+
+def _check_timm_head(m: nn.Module) -> None:
+    head = m.get_classifier() if hasattr(m, "get_classifier") else None
+    if not (hasattr(m, "forward_features") and hasattr(m, "forward_head") and isinstance(head, nn.Linear)):
+        raise ConfigError(
+            f"{type(m).__name__} does not expose timm's forward_features/forward_head with a linear "
+            "classifier, needed for pre-logit features (effectiveness embeddings or the cosine "
+            "head); pass embedding_model=... and score_head='class_prob', or a timm model."
+        )
+
+
+def _check_input_size(net: nn.Module, x: torch.Tensor) -> None:
+    adapter = ModelAdapter(net)
+    if adapter.is_vit and tuple(net.patch_embed.img_size) != tuple(x.shape[-2:]) and not getattr(net, "dynamic_img_size", False):
+        raise InputError(
+            f"The {type(net).__name__} given to SMDL takes {tuple(net.patch_embed.img_size)} inputs, "
+            f"the images are {tuple(x.shape[-2:])}; use a model built for the image size."
         )

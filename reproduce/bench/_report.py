@@ -1,15 +1,35 @@
-"""Shared output of the benchmark suites: a printed table and an atomically written JSON file."""
+"""Shared by the benchmark suites: the clock, a printed table and an atomically written JSON file.
+
+The clock (``--clock``) is wall time by default; ``cpu`` is the process's CPU time, which does not
+count the time other processes hold the cores, so ratios measured on a loaded machine stay close
+to the quiet machine's (with several torch threads it sums their CPU time: compare runs with the
+same thread count).
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import platform
-from typing import Any
+import time
+from typing import Any, Callable
 
 import torch
 
 from reproduce.atomic import atomic_write_text
+
+
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
+_clock = {"now": time.perf_counter, "name": "wall"}
+
+
+def set_clock(name: str) -> None:
+    """Select the clock every suite reads through :func:`now` (``"wall"`` or ``"cpu"``)."""
+    _clock.update(now=CLOCKS[name], name=name)
+
+
+def now() -> float:
+    return _clock["now"]()
 
 
 def machine() -> dict[str, Any]:
@@ -19,6 +39,7 @@ def machine() -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "cpu": platform.processor() or platform.machine(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "clock": _clock["name"],
     }
 
 

@@ -1,7 +1,7 @@
 """Attributor speed: our methods against Captum / pytorch-grad-cam, and the super-pixel overhead.
 
 ``python -m reproduce.bench attributors [--quick] [--model resnet18] [--size 224] [--images 8]
-[--steps 50] [--samples 50] [--no-presets | --presets-only] [--repeat 2]``
+[--steps 50] [--samples 50] [--no-presets | --presets-only] [--repeat 5]``
 
 Every row runs both sides in this process, on the same model (weights do not matter for speed:
 timm architectures are built without downloads), the same batch of real photos
@@ -25,17 +25,18 @@ Our gradient methods feed channels-last inputs to the model (see
 ``GradientAttributor.gradient``); everything else about the computation is the same as the
 anchor's, which ``max_diff`` confirms.
 
-Columns: seconds per image (best of ``--repeat`` runs, ours and the anchor alternating), forward/backward rows per image (ours from
-``Attributor.last_cost``; the anchors' counted with a forward pre-hook and a gradient hook on the
-model output), ``speedup`` = anchor time / our time (or ``overhead`` = super-pixel time / base
-time), whether the target is met, and ``max_diff``: the largest |ours - anchor| relative to the
-anchor map's largest magnitude.
+Columns: median seconds per image over ``--repeat`` runs (ours and the anchor interleaved),
+forward/backward rows per image (ours from ``Attributor.last_cost``; the anchors' counted with a
+forward pre-hook and a gradient hook on the model output), ``speedup`` = the median over repeats of
+anchor time / our time with its inter-quartile range ``speedup_iqr`` (or ``overhead`` = super-pixel
+time / base time), whether the target is met, and ``max_diff``: the largest |ours - anchor|
+relative to the anchor map's largest magnitude.
 """
 
 from __future__ import annotations
 
 import argparse
-import time
+import statistics
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -47,7 +48,7 @@ import torch.nn.functional as F
 
 from reproduce.attributors import create
 from reproduce.attributors.segmenters import SegmentationCache
-from reproduce.bench._report import write_report
+from reproduce.bench._report import CLOCKS, now, set_clock, write_report
 from reproduce.errors import InputError
 from reproduce.models import ModelAdapter, create_model
 
@@ -120,35 +121,46 @@ def captum_draws(noise: torch.Tensor):
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
-    start = time.perf_counter()
+    start = now()
     out = fn()
-    return time.perf_counter() - start, out
+    return now() - start, out
 
 
 @dataclass
 class Pair:
-    """Best-of-``repeat`` wall times of two implementations timed alternately (load drifts
-    affect both), their last outputs and the anchor's forward/backward rows per image."""
+    """Two implementations timed interleaved (ours, anchor, ours, anchor, ...: load drifts affect
+    both alike): median wall times, the median and inter-quartile range of the per-repeat ratios
+    anchor / ours, their last outputs and the anchor's forward/backward rows per image."""
 
     ours_s: float
     ours: Any
     anchor_s: float
     anchor: Any
     anchor_rows: dict
+    ratio: float = 0.0
+    ratio_iqr: float = 0.0
+
+
+def median_iqr(values: list[float]) -> tuple[float, float]:
+    if len(values) < 2:
+        return values[0], 0.0
+    q = statistics.quantiles(values, n=4)
+    return statistics.median(values), q[2] - q[0]
 
 
 def time_pair(model, ours: Callable[[], Any], anchor: Callable[[], Any], repeat: int, images: int) -> Pair:
-    best_ours = best_anchor = float("inf")
+    times_ours, times_anchor = [], []
     out_ours = out_anchor = None
     with counted(model) as counts:
         for _ in range(repeat):
             with paused(counts):
                 t, out_ours = timed(ours)
-            best_ours = min(best_ours, t)
+            times_ours.append(t)
             t, out_anchor = timed(anchor)
-            best_anchor = min(best_anchor, t)
+            times_anchor.append(t)
     rows = {k: v / (images * repeat) for k, v in counts.items() if k != "paused"}
-    return Pair(best_ours, out_ours, best_anchor, out_anchor, rows)
+    ratio, iqr = median_iqr([a / o for a, o in zip(times_anchor, times_ours)])
+    return Pair(statistics.median(times_ours), out_ours, statistics.median(times_anchor), out_anchor, rows, ratio, iqr)
 
 
 def rel_diff(ours: torch.Tensor, ref: torch.Tensor) -> float:
@@ -183,14 +195,59 @@ def warm(attributor, x, target) -> None:
     attributor.attribute(x[:1], target[:1])  # allocators, oneDNN kernels
 
 
-def speed_rows(setting: dict, model, x, target, args) -> list[dict]:
+def anchor_cases(model, x, target, args) -> list[tuple]:
+    """``(method, anchor, params, build ours, run the anchor, target speed-up)`` per comparison;
+    builders raise :class:`InputError` where a method does not apply to the model."""
     from captum.attr import IntegratedGradients, NoiseTunnel, Occlusion, Saliency
 
     b, c = x.shape[:2]
-    adapter = ModelAdapter(model)
-    rows = []
+    def gradcam():
+        ours = create("gradcam", model, normalize="minmax")
+        run_cam = gradcam_anchor(model, ModelAdapter(model))
+        return ours, f"layer={ours.layer}", lambda: run_cam(x, target)
 
-    def compare(method: str, anchor: str, params: str, ours, run_anchor: Callable[[], Any], target_speedup: float):
+    def ig():
+        captum_ig = IntegratedGradients(model)
+        return (create("integrated_gradients", model, steps=args.steps, internal_batch_size=args.rows),
+                f"steps={args.steps} gausslegendre rows/pass={args.rows}",
+                lambda: captum_ig.attribute(x, target=target, n_steps=args.steps, method="gausslegendre",
+                                            internal_batch_size=args.rows).sum(1))
+
+    def smoothgrad():
+        ours = create("smoothgrad", model, n_samples=args.samples, sigma=0.15, batch_size=args.rows)
+        noise, tunnel = ours.noise(x), NoiseTunnel(Saliency(model))
+
+        def run_tunnel():
+            with captum_draws(noise):
+                return tunnel.attribute(x, nt_type="smoothgrad", nt_samples=args.samples,
+                                        nt_samples_batch_size=max(1, args.rows // b), stdevs=1.0, target=target).amax(1)
+
+        return ours, f"samples={args.samples} sigma=0.15 rows/pass={args.rows}", run_tunnel
+
+    def occlusion():
+        window, stride = args.window or max(4, x.shape[-1] // 7), args.stride or max(2, x.shape[-1] // 14)
+        ours = create("occlusion", model, window=window, stride=stride, fill="mean", batch_size=args.occlusion_rows)
+        captum_occ = Occlusion(model)
+        return ours, f"window={window} stride={stride} rows/pass={args.occlusion_rows}", lambda: captum_occ.attribute(
+            x, sliding_window_shapes=(c, window, window), strides=(c, stride, stride), baselines=0.0, target=target,
+            perturbations_per_eval=max(1, args.occlusion_rows // b))[:, 0]
+
+    return [("gradcam", "pytorch-grad-cam GradCAM", gradcam, 1.5),
+              ("integrated_gradients", "Captum IntegratedGradients", ig, 1.0),
+              ("smoothgrad", "Captum NoiseTunnel(Saliency)", smoothgrad, 1.0),
+              ("occlusion", "Captum Occlusion", occlusion, 1.0)]
+
+
+def speed_rows(setting: dict, model, x, target, args) -> list[dict]:
+    b = x.shape[0]
+    rows = []
+    for method, anchor, build, target_speedup in anchor_cases(model, x, target, args):
+        try:
+            ours, params, run_anchor = build()
+        except InputError as err:
+            print(f"{method}: not available ({err})")
+            rows.append({**setting, "method": method, "anchor": anchor, "params": "not available"})
+            continue
         warm(ours, x, target)
         run_anchor()  # the anchor's warm-up (and its lazy set-up, e.g. pytorch-grad-cam's hooks)
         pair = time_pair(model, lambda: ours.attribute(x, target), run_anchor, args.repeat, b)
@@ -198,60 +255,12 @@ def speed_rows(setting: dict, model, x, target, args) -> list[dict]:
         rows.append({
             **setting, "method": method, "anchor": anchor, "params": params,
             "ours_s_per_img": pair.ours_s / b, "anchor_s_per_img": pair.anchor_s / b,
-            "speedup": pair.anchor_s / pair.ours_s, "target": f">= {target_speedup}x",
-            "met": pair.anchor_s / pair.ours_s >= target_speedup,
+            "speedup": pair.ratio, "speedup_iqr": pair.ratio_iqr, "target": f">= {target_speedup}x",
+            "met": pair.ratio >= target_speedup,
             "ours_fwd_bwd": f"{cost['forward_per_image']:.0f}/{cost['backward_per_image']:.0f}",
             "anchor_fwd_bwd": f"{pair.anchor_rows['forward']:.0f}/{pair.anchor_rows['backward']:.0f}",
             "max_diff": rel_diff(pair.ours, pair.anchor),
         })
-
-    def unavailable(method: str, anchor: str, err: Exception):
-        print(f"{method}: not available ({err})")
-        rows.append({**setting, "method": method, "anchor": anchor, "params": "not available"})
-
-    try:
-        gradcam = create("gradcam", model, normalize="minmax")
-    except InputError as err:
-        unavailable("gradcam", "pytorch-grad-cam GradCAM", err)
-    else:
-        run_cam = gradcam_anchor(model, adapter)
-        compare("gradcam", "pytorch-grad-cam GradCAM", f"layer={gradcam.layer}", gradcam, lambda: run_cam(x, target), 1.5)
-
-    captum_ig = IntegratedGradients(model)
-    compare(
-        "integrated_gradients", "Captum IntegratedGradients", f"steps={args.steps} gausslegendre rows/pass={args.rows}",
-        create("integrated_gradients", model, steps=args.steps, internal_batch_size=args.rows),
-        lambda: captum_ig.attribute(x, target=target, n_steps=args.steps, method="gausslegendre",
-                                    internal_batch_size=args.rows).sum(1),
-        1.0,
-    )
-
-    smoothgrad = create("smoothgrad", model, n_samples=args.samples, sigma=0.15, batch_size=args.rows)
-    noise = smoothgrad.noise(x)
-    tunnel = NoiseTunnel(Saliency(model))
-
-    def run_tunnel():
-        with captum_draws(noise):
-            return tunnel.attribute(x, nt_type="smoothgrad", nt_samples=args.samples,
-                                    nt_samples_batch_size=max(1, args.rows // b), stdevs=1.0, target=target).amax(1)
-
-    compare("smoothgrad", "Captum NoiseTunnel(Saliency)", f"samples={args.samples} sigma=0.15 rows/pass={args.rows}",
-            smoothgrad, run_tunnel, 1.0)
-
-    window, stride = args.window or max(4, x.shape[-1] // 7), args.stride or max(2, x.shape[-1] // 14)
-    try:
-        occlusion = create("occlusion", model, window=window, stride=stride, fill="mean", batch_size=args.occlusion_rows)
-    except InputError as err:
-        unavailable("occlusion", "Captum Occlusion", err)
-    else:
-        captum_occ = Occlusion(model)
-        compare(
-            "occlusion", "Captum Occlusion", f"window={window} stride={stride} rows/pass={args.occlusion_rows}", occlusion,
-            lambda: captum_occ.attribute(x, sliding_window_shapes=(c, window, window), strides=(c, stride, stride),
-                                         baselines=0.0, target=target,
-                                         perturbations_per_eval=max(1, args.occlusion_rows // b))[:, 0],
-            1.0,
-        )
     return rows
 
 
@@ -276,8 +285,8 @@ def overhead_rows(setting: dict, model, x, target, args) -> list[dict]:
         rows.append({
             **setting, "method": f"superpixel({base})", "anchor": f"{base} (ours)", "params": f"segmenter={args.segmenter}",
             "ours_s_per_img": pair.ours_s / b, "anchor_s_per_img": pair.anchor_s / b,
-            "overhead": pair.ours_s / pair.anchor_s, "target": f"<= {target_ratio}x",
-            "met": pair.ours_s / pair.anchor_s <= target_ratio,
+            "overhead": 1 / pair.ratio, "overhead_iqr": pair.ratio_iqr / pair.ratio**2, "target": f"<= {target_ratio}x",
+            "met": 1 / pair.ratio <= target_ratio,
             "ours_fwd_bwd": f"{cost['forward_per_image']:.0f}/{cost['backward_per_image']:.0f}",
             "anchor_fwd_bwd": f"{base_cost['forward_per_image']:.0f}/{base_cost['backward_per_image']:.0f}",
             "segmentation_s_per_img": cost["segmentation_seconds_per_image"], "paper_overhead": paper,
@@ -313,9 +322,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--segmenter", default="slic")
     parser.add_argument("--no-presets", action="store_true", help="skip the 64x64 presets")
     parser.add_argument("--presets-only", action="store_true", help="only the 64x64 presets")
-    parser.add_argument("--repeat", type=int, default=2, help="best of N alternated timings")
+    parser.add_argument("--repeat", type=int, default=5, help="interleaved timings (median and IQR reported)")
     parser.add_argument("--out", default="bench_results")
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall", help="wall time, or the process's CPU time (steadier on a loaded machine)")
     args = parser.parse_args(argv)
+    set_clock(args.clock)
     if args.quick:
         args.images, args.steps, args.samples = 2, 8, 8
 

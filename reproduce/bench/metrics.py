@@ -25,12 +25,13 @@ differently).
 from __future__ import annotations
 
 import argparse
-import time
+import statistics
+from typing import Any
 
 import numpy as np
 import torch
 
-from reproduce.bench._report import write_report
+from reproduce.bench._report import CLOCKS, now, set_clock, write_report
 from reproduce.metrics import insertion_deletion_curve
 from reproduce.models import create_model, inference_state
 
@@ -78,13 +79,55 @@ def _closest_divisor(n: int, target: int) -> int:
     return min((d for d in range(1, n + 1) if n % d == 0), key=lambda d: (abs(d - target), d))
 
 
-def _timed(fn, repeat: int):
-    best, out = float("inf"), None
+def interleaved(ours, anchor, repeat: int) -> tuple[float, Any, float, Any, float, float]:
+    """Median seconds of ``ours`` and ``anchor`` timed interleaved, their outputs, and the median
+    and IQR of the per-repeat speed-up anchor / ours."""
+    t_ours, t_anchor = [], []
+    out_ours = out_anchor = None
     for _ in range(repeat):
-        start = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - start)
-    return best, out
+        start = now()
+        out_ours = ours()
+        t_ours.append(now() - start)
+        start = now()
+        out_anchor = anchor()
+        t_anchor.append(now() - start)
+    ratios = [a / o for a, o in zip(t_anchor, t_ours)]
+    q = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
+    return statistics.median(t_ours), out_ours, statistics.median(t_anchor), out_anchor, statistics.median(ratios), q[2] - q[0]
+
+
+def curve_rows(model, images, maps, targets, *, steps: int, max_batch: int, repeat: int, tolerance: float,
+               common: dict) -> list[dict]:
+    """Our curves against the Xplique loop (insertion, deletion) and Quantus (deletion)."""
+    n = images.shape[-2] * images.shape[-1]
+    rows = []
+    for mode in ("insertion", "deletion"):
+        t_ours, (_, ours), t_loop, loop, ratio, iqr = interleaved(
+            lambda: insertion_deletion_curve(model, images, maps, targets, mode=mode, steps=steps, max_batch=max_batch),
+            lambda: xplique_loop(model, images, maps, targets, mode=mode, steps=steps), repeat)
+        diff = float(np.abs(ours.cpu().numpy() - loop).max())
+        rows.append({**common, "curve": mode, "steps": steps, "anchor": LOOP_LABEL, "ours_s": t_ours, "anchor_s": t_loop,
+                     "speedup": ratio, "speedup_iqr": iqr, "max_abs_diff": diff, "match": diff <= tolerance})
+    try:
+        import quantus  # noqa: F401
+    except ImportError:
+        print("quantus is not installed: skipping the Quantus PixelFlipping row (pip install quantus).")
+        return rows
+    q_steps = _closest_divisor(n, steps)
+    t_ours, (_, ours), t_q, q, ratio, iqr = interleaved(
+        lambda: insertion_deletion_curve(model, images, maps, targets, mode="deletion", steps=q_steps, max_batch=max_batch),
+        lambda: quantus_deletion(model, images, maps, targets, q_steps), repeat)
+    diff = float(np.abs(ours[:, 1:].cpu().numpy() - q).max())
+    rows.append({**common, "curve": "deletion", "steps": q_steps, "anchor": "Quantus PixelFlipping (evaluate_batch)",
+                 "ours_s": t_ours, "anchor_s": t_q, "speedup": ratio, "speedup_iqr": iqr, "max_abs_diff": diff,
+                 "match": diff <= tolerance})
+    return rows
+
+
+def random_maps(count: int, size: int, seed: int = 0) -> torch.Tensor:
+    """Seeded random permutations of ``1..size*size`` as maps: no ties (module docstring)."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.argsort(torch.rand(count, size * size, generator=g), dim=1).float().view(-1, size, size)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,10 +138,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--model", default="efficientnet_lite0_imagenet")
     parser.add_argument("--max-batch", type=int, default=64, help="rows per forward pass for ours")
-    parser.add_argument("--repeat", type=int, default=1, help="best of N timings")
+    parser.add_argument("--repeat", type=int, default=5, help="interleaved timings (median and IQR reported)")
     parser.add_argument("--tolerance", type=float, default=1e-4, help="max curve difference accepted")
     parser.add_argument("--out", default="bench_results")
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall", help="wall time, or the process's CPU time (steadier on a loaded machine)")
     args = parser.parse_args(argv)
+    set_clock(args.clock)
     if args.quick:
         args.images, args.steps = 2, 10
 
@@ -106,37 +151,15 @@ def main(argv: list[str] | None = None) -> int:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     kwargs = {} if args.model == "efficientnet_lite0_imagenet" else {"num_classes": 1000, "img_size": args.size}
     model = create_model(args.model, **kwargs).eval().to(device)
-    g = torch.Generator().manual_seed(0)
-    images = torch.randn(args.images, 3, args.size, args.size, generator=g).to(device)
-    n = args.size * args.size
-    maps = torch.argsort(torch.rand(args.images, n, generator=g), dim=1).float().view(-1, args.size, args.size).to(device)
+    images = torch.randn(args.images, 3, args.size, args.size, generator=torch.Generator().manual_seed(0)).to(device)
+    maps = random_maps(args.images, args.size).to(device)
     with torch.no_grad():
         targets = model(images).argmax(-1)
     insertion_deletion_curve(model, images[:1], maps[:1], targets[:1], mode="deletion", steps=2)  # warm-up
 
     common = dict(images=args.images, size=args.size, model=args.model, device=device, threads=torch.get_num_threads())
-    rows = []
-    for mode in ("insertion", "deletion"):
-        t_ours, (_, ours) = _timed(lambda: insertion_deletion_curve(
-            model, images, maps, targets, mode=mode, steps=args.steps, max_batch=args.max_batch), args.repeat)
-        t_loop, loop = _timed(lambda: xplique_loop(model, images, maps, targets, mode=mode, steps=args.steps), args.repeat)
-        diff = float(np.abs(ours.cpu().numpy() - loop).max())
-        rows.append({"curve": mode, "steps": args.steps, "anchor": LOOP_LABEL, "ours_s": t_ours, "anchor_s": t_loop,
-                     "speedup": t_loop / t_ours, "max_abs_diff": diff, "match": diff <= args.tolerance, **common})
-
-    try:
-        import quantus  # noqa: F401
-    except ImportError:
-        print("quantus is not installed: skipping the Quantus PixelFlipping row (pip install quantus).")
-    else:
-        q_steps = _closest_divisor(n, args.steps)
-        t_ours, (_, ours) = _timed(lambda: insertion_deletion_curve(
-            model, images, maps, targets, mode="deletion", steps=q_steps, max_batch=args.max_batch), args.repeat)
-        t_q, q = _timed(lambda: quantus_deletion(model, images, maps, targets, q_steps), args.repeat)
-        diff = float(np.abs(ours[:, 1:].cpu().numpy() - q).max())
-        rows.append({"curve": "deletion", "steps": q_steps, "anchor": "Quantus PixelFlipping (evaluate_batch)",
-                     "ours_s": t_ours, "anchor_s": t_q, "speedup": t_q / t_ours, "max_abs_diff": diff,
-                     "match": diff <= args.tolerance, **common})
+    rows = curve_rows(model, images, maps, targets, steps=args.steps, max_batch=args.max_batch, repeat=args.repeat,
+                      tolerance=args.tolerance, common=common)
 
     write_report("metrics", rows, out_dir=args.out)
     bad = [r for r in rows if not r["match"]]

@@ -1,7 +1,7 @@
 """Training an evidential (EDL) classifier: SMDL's confidence model.
 
 ``EvidentialClassifier`` is :class:`~reproduce.lit.classifier.ClassifierModule` with an EDL loss
-(Sensoy et al. 2018; :mod:`reproduce.attributors.evidential`) whose KL term is annealed with the
+(Sensoy et al. 2018; :mod:`reproduce.models.evidential`) whose KL term is annealed with the
 epoch: weight min(1, epoch / annealing_step). Its checkpoints load with
 ``reproduce.models.load_model`` and plug into ``create("smdl", model, confidence_model=path)``.
 Accuracy is still the argmax of the logits (the evidence is monotone in them).
@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from reproduce.checks import check_choice
-from reproduce.attributors.evidential import EDL_LOSSES, EVIDENCE, evidential_uncertainty
+from reproduce.models.evidential import EDL_LOSSES, EVIDENCE, evidential_uncertainty
 from reproduce.errors import ConfigError
 from reproduce.lit.classifier import ClassifierModule
 

@@ -35,8 +35,8 @@ def inference_state(model: nn.Module) -> Iterator[nn.Module]:
             p.requires_grad_(False)
         yield model
     finally:
-        for m, training in modes.items():
-            m.train(training)
+        for m, training in modes.items():  # each module's own flag: Module.train() would recurse
+            m.training = training
         for p, flag in flags.items():
             p.requires_grad_(flag)
 

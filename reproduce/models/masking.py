@@ -130,8 +130,10 @@ class FillMasker:
         outs = []
         for start in range(0, m, rows_per_image):
             k = keep_pixels[:, start : start + rows_per_image].unsqueeze(2).to(x.dtype)  # [B, m', 1, H, W]
-            masked = x.unsqueeze(1) * k + fill * (1 - k)
-            logits = self.adapter.model(masked.flatten(0, 1))
+            masked = (x.unsqueeze(1) * k + fill * (1 - k)).flatten(0, 1)
+            if not self.adapter.is_vit:  # NHWC convolutions: 1.1-1.6x faster CNN forwards on CPU
+                masked = masked.contiguous(memory_format=torch.channels_last)
+            logits = self.adapter.model(masked)
             outs.append(logits.reshape(b, k.shape[1], -1))
         return torch.cat(outs, dim=1)
 
@@ -164,8 +166,18 @@ class TokenDropMasker:
         logits = torch.empty(b, m, self.adapter.num_classes or 0, device=x.device, dtype=tokens.dtype)
         # One transformer batch per subset size: every sequence in a batch must have equal length.
         for k in torch.unique(counts).tolist():
-            rows = (counts == k).nonzero()  # [R, 2] (image, subset)
+            rows = (counts == k).nonzero()  # [R, 2] (image, subset), image-major
             idx = torch.sort((~keep[rows[:, 0], rows[:, 1]]).to(torch.int8), dim=-1, stable=True).indices[:, :k]
+            each = len(rows) // b
+            if b <= self.max_batch and each * b == len(rows) and bool((rows[:, 0].view(b, each) == torch.arange(b, device=x.device)[:, None]).all()):
+                # every image has `each` subsets of this size (greedy steps, curves): index the shared
+                # token tensor directly instead of copying each row's tokens
+                subsets, idx = rows[:, 1].view(b, each), idx.view(b, each, k)
+                step = max(1, self.max_batch // b)
+                for s in range(0, each, step):
+                    logits[torch.arange(b, device=x.device)[:, None], subsets[:, s : s + step]] = \
+                        self.adapter.forward_kept_tokens(tokens, idx[:, s : s + step])
+                continue
             for s in range(0, len(rows), self.max_batch):
                 r = rows[s : s + self.max_batch]
                 out = self.adapter.forward_kept_tokens(tokens[r[:, 0]], idx[s : s + self.max_batch].unsqueeze(1))

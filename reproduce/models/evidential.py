@@ -1,5 +1,8 @@
 """Evidential deep learning (Sensoy, Kaplan & Kandemir, NeurIPS 2018): losses and uncertainty.
 
+In the base layer because both the trainer (:mod:`reproduce.lit.evidential`) and SMDL's confidence
+score (:mod:`reproduce.attributors.smdl`) use it.
+
 A classifier's K outputs z become non-negative *evidence* e = g(z); the Dirichlet parameters are
 alpha = e + 1, the total strength S = sum_c alpha_c, and the uncertainty u = K / S in (0, 1]
 (u = 1 when there is no evidence at all). SMDL's confidence score is 1 - u, with
