@@ -173,12 +173,11 @@ def check_data(data: Any) -> None:
         check_int("data.options.image_size", options["image_size"])
     for split, size in check_mapping("data.options.sizes", options.get("sizes")).items():
         check_int(f"data.options.sizes.{split}", size)
-    tree = getattr(sys.modules[cls.__module__], "TREE", None)
-    if tree is not None and "root" in accepted:  # a real dataset read from disk (not generated)
-        from reproduce.data.image_folder import require_root
+    from reproduce.data.image_folder import OnDiskDataset, require_root
 
+    if issubclass(cls, OnDiskDataset):  # a real dataset read from disk (not generated)
         try:
-            require_root(name, options.get("root"), tree, getattr(sys.modules[cls.__module__], "SOURCE", "its website"))
+            require_root(name, options.get("root"), cls.root_layout, cls.source)
         except DataError as err:
             raise DataError(f"{err}\nOn the command line: DATASET_ROOT=/path/to/data or paths.dataset_root=/path/to/data.") from None
 
