@@ -19,21 +19,22 @@ default, or ``mean``, the dataset mean = 0 in normalised space):
 Every op moves pixels without blending them, so the item's ``mask`` and ``parts`` are moved by the
 same op and stay exact (pixels from outside are not evidence); ``box`` is recomputed from the moved
 mask. The random draws come from a generator seeded by ``(seed, epoch, index)``, so an item's
-augmentation does not depend on the worker, the process or the batch it lands in.
+augmentation does not depend on the worker, the process or the batch it lands in; they are the draws
+torchvision's ``RandomCrop``/``RandomHorizontalFlip``/``RandomRotation`` make, in the same order
+(a test checks equality with torchvision's pipeline under the same seed).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
+import torchvision.transforms.functional as TF
+from torchvision.transforms import InterpolationMode
 
 from reproduce.checks import check_choice, check_fraction, check_int, check_number
-from reproduce.data.image_folder import mask_box
 from reproduce.errors import ConfigError
 
 PRESETS: dict[str, list[dict[str, dict[str, Any]]]] = {
@@ -77,8 +78,8 @@ def parse_recipe(recipe: Any) -> list[tuple[str, dict[str, Any]]]:
 
 
 def item_generator(seed: int, epoch: int, index: int) -> torch.Generator:
-    state = np.random.SeedSequence([int(seed), int(epoch), int(index)]).generate_state(2, dtype=np.uint32)
-    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+    """A generator for one item of one epoch (a cheap injective-enough mix of the three numbers)."""
+    return torch.Generator().manual_seed(((int(seed) * 1_000_003 + int(epoch)) * 100_000_007 + int(index)) % (1 << 63))
 
 
 def _crop(stack: torch.Tensor, padding: int, g: torch.Generator) -> torch.Tensor:
@@ -89,11 +90,8 @@ def _crop(stack: torch.Tensor, padding: int, g: torch.Generator) -> torch.Tensor
 
 
 def _rotate(stack: torch.Tensor, degrees: float, g: torch.Generator) -> torch.Tensor:
-    angle = math.radians(float(torch.empty(1).uniform_(-degrees, degrees, generator=g)))
-    cos, sin = math.cos(angle), math.sin(angle)
-    theta = torch.tensor([[cos, -sin, 0.0], [sin, cos, 0.0]], dtype=stack.dtype)[None]
-    grid = F.affine_grid(theta, [1, *stack.shape], align_corners=False)
-    return F.grid_sample(stack[None], grid, mode="nearest", padding_mode="zeros", align_corners=False)[0]
+    angle = float(torch.empty(1).uniform_(-degrees, degrees, generator=g))
+    return TF.rotate(stack, angle, interpolation=InterpolationMode.NEAREST, fill=0.0)
 
 
 class Augmentation:
@@ -111,22 +109,35 @@ class Augmentation:
         return [{op: dict(options)} for op, options in self.steps]
 
     def __call__(self, item: dict[str, Any], g: torch.Generator) -> dict[str, Any]:
+        if not self.steps:
+            return item
         image = item["image"]
-        masks = [item[k].float().reshape(-1, *image.shape[-2:]) for k in ("mask", "parts") if k in item]
-        sizes = [m.shape[0] for m in masks]
+        keys = [k for k in ("mask", "parts") if k in item]
+        masks = [item[k].reshape(-1, *image.shape[-2:]).to(image.dtype) for k in keys]
+        stack = torch.cat([image, *masks])  # moved by one draw per op; stack[:3] = image - offset
+        offset = torch.zeros(3, 1, 1, dtype=image.dtype)
         for op, options in self.steps:
             if op == "hflip":
                 if float(torch.rand(1, generator=g)) < options["p"]:
-                    image, masks = image.flip(-1), [m.flip(-1) for m in masks]
+                    stack = stack.flip(-1)
                 continue
+            # Pixels from outside enter as 0: shift the image so that 0 is this op's fill colour.
             fill = (self.black if options["fill"] == "black" else torch.zeros(3)).to(image).view(3, 1, 1)
-            stack = torch.cat([image - fill, *masks])  # one draw moves the image and its masks alike
-            moved = _crop(stack, options["padding"], g) if op == "random_crop" else _rotate(stack, options["degrees"], g)
-            image, rest = moved[:3] + fill, moved[3:]
-            masks = list(rest.split(sizes)) if masks else []
-        out = {**item, "image": image.contiguous()}
-        for key, moved in zip([k for k in ("mask", "parts") if k in item], masks):
+            stack = torch.cat([stack[:3] + offset - fill, stack[3:]])
+            offset = fill
+            stack = _crop(stack, options["padding"], g) if op == "random_crop" else _rotate(stack, options["degrees"], g)
+        out = {**item, "image": (stack[:3] + offset).contiguous()}
+        for key, moved in zip(keys, stack[3:].split([m.shape[0] for m in masks])):
             out[key] = (moved > 0.5).reshape(item[key].shape)
         if "box" in item and "mask" in out:
-            out["box"] = mask_box(out["mask"])
+            out["box"] = _tight_box(out["mask"])
         return out
+
+
+def _tight_box(mask: torch.Tensor) -> torch.Tensor:
+    """``(x0, y0, x1, y1)`` exclusive max of a bool ``[H, W]`` mask; zeros when empty."""
+    rows, cols = mask.any(1), mask.any(0)
+    if not bool(rows.any()):
+        return torch.zeros(4)
+    r, c = torch.nonzero(rows).flatten(), torch.nonzero(cols).flatten()
+    return torch.stack([c[0], r[0], c[-1] + 1, r[-1] + 1]).float()
