@@ -104,6 +104,8 @@ class AttributionEvaluation(L.LightningModule):
             metric.check_available(available, source=source)
 
     def _reference(self, label: str, value: Any) -> Any:
+        if value == "@explained":  # the explained model itself (e.g. its accuracy on a test variant)
+            return self.explained
         if isinstance(value, str) and value.startswith("@"):
             if value[1:] not in self.references:
                 raise ConfigError(
@@ -176,7 +178,7 @@ class AttributionEvaluation(L.LightningModule):
         else:  # datasets without an index column: position in this process's stream
             indices = int(self.evaluated) + torch.arange(len(rows), device=images.device)
         maps = self._attribute_naming_culprits(images, targets, indices, batch_idx)
-        extra = {k: v[rows] for k, v in batch.items() if k.startswith("images_")}
+        extra = {k: v[rows] for k, v in batch.items() if k.startswith(("images_", "object_"))}
         extra.update(cost_extras(self.attributor.last_cost, device=images.device))
         extra.update(getattr(self.attributor, "last_extras", lambda: {})())
         ab = AttributionBatch(

@@ -19,6 +19,8 @@ and ``config()``. See :mod:`reproduce.metrics.base` for the contract.
 | max_sensitivity | sensitivity.py | max_sensitivity (lower) |
 | ssim_stability, mege | stability.py | ssim, mege in % (higher) |
 | cost | cost.py | seconds/forward/backward_per_image (lower) |
+| interventions | interventions.py | csdc, pc, dc, d, com, sd, bi, ts, mx (higher): FunnyBirds on exact counterfactuals |
+| variant_accuracy | variant_accuracy.py | accuracy on a test variant (higher), gap to clean (lower) |
 
 The shared perturbation machinery (ranking, masked batches, scoring) is in
 :mod:`reproduce.metrics.perturbation_curves`. Functional twins are exported here, except the three
@@ -30,6 +32,8 @@ from reproduce.metrics.base import AttributionBatch, AttributionMetric
 from reproduce.metrics.cost import Cost, cost_extras
 from reproduce.metrics.fidelity import Fidelity, fidelity_correct, top_fraction_masks
 from reproduce.metrics.highest_confidence import AverageHighestConfidence, highest_within, highest_within_steps, insertion_steps
+from reproduce.metrics.intervention_scores import compose, object_mass, spearman
+from reproduce.metrics.interventions import Interventions, interventional_scores
 from reproduce.metrics.insertion_deletion import Deletion, Insertion, insertion_deletion_curve
 from reproduce.metrics.localization import EnergyPointingGame, IoUAUC, PointingGame, energy_inside, iou_auc, pointing_hits
 from reproduce.metrics.mu_fidelity import MuFidelity
@@ -41,6 +45,7 @@ from reproduce.metrics.robustness import Robustness, drop_pixels, mean_reference
 from reproduce.metrics.sensitivity import MaxSensitivity, max_sensitivity, sensitivity_noise
 from reproduce.metrics.ssim import grayscale
 from reproduce.metrics.stability import MeGe, SSIMStability, mege_pairs, ssim_stability
+from reproduce.metrics.variant_accuracy import VariantAccuracy, variant_correct
 
 __all__ = [
     "AccuracyAtBudget",
@@ -52,6 +57,7 @@ __all__ = [
     "EnergyPointingGame",
     "Fidelity",
     "Insertion",
+    "Interventions",
     "IoUAUC",
     "MaxSensitivity",
     "MeGe",
@@ -63,7 +69,9 @@ __all__ = [
     "PxAP",
     "Robustness",
     "SSIMStability",
+    "VariantAccuracy",
     "available_metrics",
+    "compose",
     "cost_extras",
     "create_metric",
     "drop_pixels",
@@ -75,11 +83,13 @@ __all__ = [
     "highest_within_steps",
     "insertion_deletion_curve",
     "insertion_steps",
+    "interventional_scores",
     "iou_auc",
     "max_sensitivity",
     "mean_reference",
     "mege_pairs",
     "metric_class",
+    "object_mass",
     "patch_curve",
     "pointing_hits",
     "pxap_from_histograms",
@@ -88,8 +98,10 @@ __all__ = [
     "robustness_pxap",
     "score_histograms",
     "sensitivity_noise",
+    "spearman",
     "ssim_stability",
     "target_scores",
     "top_fraction_masks",
     "trapezoid_auc",
+    "variant_correct",
 ]

@@ -60,6 +60,7 @@ def _available(datamodule, attributor_has_steps: bool) -> set[str]:
         available.add("masks")
     if datamodule.bg_shift:
         available.add("extra:images_bg_shift")
+    available |= {f"extra:{key}" for key in datamodule.provided_extras()}  # dataset extras, paired variants
     if getattr(test, "has_parts", False):
         available.add("extra:parts")
     if attributor_has_steps:
