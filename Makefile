@@ -9,7 +9,7 @@ export WANDB_SILENT ?= true
 DATA ?= synthetic
 DATA_ROOT ?=
 
-.PHONY: install test test-full train bench reproduce-table3 reproduce-moxi reproduce-superpixel reproduce-smdl reproduce-all clean-venv
+.PHONY: install test test-full train bench reproduce-table3 reproduce-moxi reproduce-superpixel reproduce-smdl reproduce-interventions reproduce-all clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -52,6 +52,10 @@ reproduce-superpixel: $(STAMP)
 reproduce-smdl: $(STAMP)
 	$(PY) -m reproduce.table table=$(call table_name,smdl) $(TABLE_ARGS)
 	$(if $(filter-out synthetic,$(DATA)),,$(PY) -m reproduce.table table=smdl_misclassified)
+
+# FunnyBirds' interventional protocol on the embedded benchmark (exact counterfactual re-renders).
+reproduce-interventions: $(STAMP)
+	$(PY) -m reproduce.table table=interventions $(TABLE_ARGS)
 
 reproduce-all: reproduce-table3 reproduce-moxi reproduce-superpixel reproduce-smdl
 

@@ -146,6 +146,8 @@ class SyntheticShapes(ImageDataset):
     has_masks = True
     has_boxes = True
     has_parts = False
+    # Batch extras a boolean option turns on (the data module switches it on when a metric needs them).
+    optional_extras = {"interventions": INTERVENTION_EXTRAS}
 
     def __init__(
         self,

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from reproduce.data import create_dataset
 from reproduce.data.augment import Augmentation, item_generator
-from reproduce.data.registry import has_splits
+from reproduce.data.registry import dataset_class, has_splits
 from reproduce.checks import check_choice, check_int
 from reproduce.errors import ConfigError
 from reproduce.models import DataConfig
@@ -247,6 +247,19 @@ class ImageDataModule(L.LightningDataModule):
             check_choice("data.paired_variants entry", name, self.variants)
             self.test_pairs[f"images_{name}"] = self.variants[name]
 
+    def request_extras(self, keys: set[str]) -> None:
+        """Make the test split carry the batch extras ``keys`` it can: ``images_<variant>`` pairs a
+        variant of ``variants``; a key the dataset class offers behind a switch (its
+        ``optional_extras``, e.g. the synthetic benchmark's ``interventions``) turns that switch on."""
+        offered = getattr(dataset_class(self.name), "optional_extras", {})
+        for key in keys:
+            if key.startswith("images_") and key[len("images_"):] in self.variants:
+                self.test_pairs[key] = self.variants[key[len("images_"):]]
+            for option, extras in offered.items():
+                if key in extras:
+                    self.split_options.setdefault("test", {})[option] = True
+        self.datasets.pop("test", None)
+
     def provided_extras(self) -> set[str]:
         """Batch extras the test split provides: the dataset's own (``extras``), the paired
         variants' images, and ``images_bg_shift`` when the config defines it."""
@@ -285,8 +298,10 @@ class ImageDataModule(L.LightningDataModule):
                         f"set data.{key}={have} (the model is built from it)."
                     )
             if stage == "test" and self.test_pairs:
+                switches = getattr(dataset_class(self.name), "optional_extras", {})  # a pair brings its image only
                 variants = {
-                    key: create_dataset(self.name, normalize=self.data_config, **{**kwargs, **extra})
+                    key: create_dataset(self.name, normalize=self.data_config,
+                                        **{k: v for k, v in {**kwargs, **extra}.items() if k not in switches})
                     for key, extra in self.test_pairs.items()
                 }
                 ds = PairedDataset(ds, variants)

@@ -101,8 +101,8 @@ class Interventions(AttributionMetric):
     def _missing_message(self, need: str, source: str) -> str:
         if need.startswith(EXTRA) and need[len(EXTRA):] in SCENE_EXTRAS:
             return (f"interventions needs batch.extra[{need[len(EXTRA):]!r}], which {source} does not provide; "
-                    "evaluate on the synthetic benchmark with its interventions on "
-                    "(data.split_options.test.interventions=true, background original).")
+                    "evaluate on the synthetic benchmark with its original background, whose test split "
+                    "renders them (its interventions option, switched on by the evaluation).")
         return super()._missing_message(need, source)
 
     @property

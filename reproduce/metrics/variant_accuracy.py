@@ -56,8 +56,8 @@ class VariantAccuracy(AttributionMetric):
 
     def _missing_message(self, need: str, source: str) -> str:
         return (f"variant_accuracy needs batch.extra['images_{self.variant}'], which {source} does not provide; "
-                f"pair the test split with its {self.variant} variant (data.paired_variants=[{self.variant}], "
-                "defined in the data config's variants).")
+                f"use a dataset whose data config names a {self.variant!r} test variant (data.variants; the "
+                f"evaluation pairs it), or pair it explicitly: data.paired_variants=[{self.variant}].")
 
     def _update(self, batch: AttributionBatch, explain=None) -> None:
         model = self._classifier_ref[0] or self.model

@@ -138,6 +138,7 @@ def evaluate_cell(cfg: DictConfig, callbacks: list | None = None) -> dict[str, A
     datamodule.set_data_config(ModelAdapter(model).data_config)
     if "extra:images_bg_shift" in module.requirements:
         datamodule.enable_bg_shift()
+    datamodule.request_extras({r[len("extra:"):] for r in module.requirements if r.startswith("extra:")})
     datamodule.setup("test")
     module.check_available(_available(datamodule, getattr(attributor_cls, "provides_steps", False)),
                            source=f"the {cfg.data.name!r} test split")
