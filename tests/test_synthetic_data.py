@@ -120,7 +120,7 @@ def test_cache_key_covers_every_generation_parameter(tmp_path):
     changes = dict(
         split="val", variant="two_part", background="mixed_next", num_classes=5, image_size=72, seed=1,
         preset="hard", evidence_scale=[0.8, 1.0], contrast=[0.5, 1.0], occlusion=0.3, occlusion_rate=0.5,
-        distractors=[0, 2], label_noise=0.1, rho=0.9,
+        distractors=[0, 2], confusers=0.3, label_noise=0.1, rho=0.9,
     )
     keys = {make(tmp_path, n=6, **base).cache_key, make(tmp_path, n=7, **base).cache_key}
     for name, value in changes.items():

@@ -84,6 +84,19 @@ def test_distractor_count_follows_the_knob(tmp_path):
     assert all(o["kind"] == "evidence" for i in range(10) for o in none.objects(i))
 
 
+def test_confusers_wear_a_class_colour_on_another_class_shape():
+    from reproduce.data.scene_knobs import Difficulty
+
+    layout = draw_layout(0, "test", "single", 6, 2000, Difficulty(confusers=0.5))
+    objects, distractor = layout.objects, (layout.objects.drawn & (layout.kinds == KIND_DISTRACTOR))
+    class_pattern = distractor & (objects.pattern < len(PATTERNS))
+    assert 0.45 < class_pattern.sum() / distractor.sum() < 0.55
+    assert (objects.shape[class_pattern] != objects.pattern[class_pattern]).all()  # never a class design
+    assert (objects.pattern[class_pattern] < 6).all()
+    plain = draw_layout(0, "test", "single", 6, 2000, Difficulty())
+    assert not ((plain.objects.pattern < len(PATTERNS)) & (plain.kinds == KIND_DISTRACTOR)).any()
+
+
 def test_label_noise_flips_training_labels_only(tmp_path):
     train = make(tmp_path, n=1000, split="train", preset="easy", label_noise=0.2)
     clean = make(tmp_path, n=1000, split="train", preset="easy")
@@ -112,6 +125,7 @@ def test_label_noise_flips_training_labels_only(tmp_path):
         ({"evidence_scale": [1.0, 2.0]}, "hi <= 1.5"),
         ({"evidence_scale": 1.0}, "range"),
         ({"occlusion_rate": 1.5}, "occlusion_rate"),
+        ({"confusers": -0.5}, "confusers"),
         ({"background": "mixed_up"}, "background"),
         ({"interventions": True, "background": "mixed_rand"}, "background='original'"),
     ],
@@ -245,3 +259,12 @@ def test_a_horizontal_flip_never_turns_a_class_design_into_another():
     looks = [pattern_images(np.array([p]), *centre, 64)[0] for p in range(len(PATTERNS))]
     for p, look in enumerate(looks):
         assert not any(np.array_equal(look[..., ::-1], other) for q, other in enumerate(looks) if q != p)
+
+
+def test_the_examples_figure_is_written(tmp_path):
+    from reproduce.viz.benchmark_examples import ROWS, benchmark_examples
+
+    path = benchmark_examples(str(tmp_path / "examples.png"), images=2, root=str(tmp_path / "cache"))
+    with open(path, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert {title for title, _ in ROWS} >= {"easy", "hard (default)", "mixed_rand", "only_fg", "only_bg_t"}

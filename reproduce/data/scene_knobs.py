@@ -16,6 +16,10 @@ Every knob is checked before anything is drawn, with the bound it breaks named i
   far half of every shape then stays visible, so the evidence is never hidden whole.
 - ``distractors`` ``[lo, hi]``: distractor objects per image besides the occluder. Bound ``hi <= 8``:
   more do not fit the scene with the spacing rule (slots that find no free place stay empty).
+- ``confusers``: the fraction of distractors (besides the occluder) that wear a class's colour pattern
+  on the shape of another class, so that the class colours alone no longer find the evidence: only
+  the shape-and-pattern pair does. A confuser is never a class design, so it carries no label
+  information. In [0, 1].
 - ``label_noise``: the fraction of TRAINING labels replaced by another class drawn uniformly
   (val and test labels stay clean). Bound ``< 1``.
 
@@ -46,6 +50,7 @@ class Difficulty:
     occlusion: float = 0.0
     occlusion_rate: float = 0.0
     distractors: tuple[int, int] = (1, 3)
+    confusers: float = 0.0
     label_noise: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -115,5 +120,6 @@ def resolve_difficulty(preset: str, overrides: Mapping[str, Any]) -> Difficulty:
         occlusion=occlusion,
         occlusion_rate=check_fraction("occlusion_rate", knobs.occlusion_rate, open_low=False),
         distractors=_range("distractors", knobs.distractors, 0, MAX_DISTRACTORS, integer=True),
+        confusers=check_fraction("confusers", knobs.confusers, open_low=False),
         label_noise=label_noise,
     )

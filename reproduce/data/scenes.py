@@ -51,7 +51,7 @@ GAP = 2.0
 CANDIDATES = 48
 
 (_STREAM_LABELS, _STREAM_EVIDENCE, _STREAM_DISTRACTORS, _STREAM_BACKGROUND, _STREAM_SCALE, _STREAM_CONTRAST,
- _STREAM_OCCLUDER, _STREAM_LABEL_NOISE, _STREAM_FAMILY, _STREAM_PAIRING) = range(10)
+ _STREAM_OCCLUDER, _STREAM_LABEL_NOISE, _STREAM_FAMILY, _STREAM_PAIRING, _STREAM_CONFUSERS) = range(11)
 _COARSE_NODES, _FINE_NODES = 5, 13
 _COARSE_RANGE, _FINE_RANGE = (80.0, 176.0), (-14.0, 14.0)
 
@@ -255,12 +255,28 @@ def _draw_occluders(rng: np.random.Generator, evidence: Objects, knobs: Difficul
     return out
 
 
-def _draw_distractors(rng: np.random.Generator, taken: Objects, knobs: Difficulty, k: int) -> Objects:
+def _confusers(rng: np.random.Generator, designs: np.ndarray, rate: float, k: int) -> np.ndarray:
+    """Designs ``[N, slots, 2]`` where a fraction ``rate`` of the slots wears a class pattern on the
+    shape of ANOTHER class (a *confuser*: the class colours alone no longer find the evidence, only
+    the shape-and-pattern pair does; still no class design, so still no label information)."""
+    u = rng.random((*designs.shape[:2], 3))
+    shape = np.minimum((u[..., 1] * k).astype(np.int64), k - 1)
+    pattern = (shape + 1 + np.minimum((u[..., 2] * (k - 1)).astype(np.int64), k - 2)) % k
+    out = designs.copy()
+    swap = u[..., 0] < rate
+    out[swap, 0], out[swap, 1] = shape[swap], pattern[swap]
+    return out
+
+
+def _draw_distractors(rng: np.random.Generator, taken: Objects, knobs: Difficulty, k: int,
+                      confusers: np.random.Generator | None = None) -> Objects:
     n = len(taken.shape)
     lo, hi = knobs.distractors
     u = rng.random((n, 1 + hi + hi * CANDIDATES * 3))
     count = lo + np.minimum((u[:, 0] * (hi - lo + 1)).astype(np.int64), hi - lo)
     design = _pool_designs(u[:, 1:1 + hi], k)
+    if confusers is not None:
+        design = _confusers(confusers, design, knobs.confusers, k)
     cand_cx, cand_cy, cand_r = _place(u[:, 1 + hi:].reshape(n, hi, CANDIDATES, 3), DISTRACTOR_RADIUS)
     placed = Objects.empty(n, hi)
     placed.shape, placed.pattern = design[..., 0], design[..., 1]
@@ -316,7 +332,8 @@ def draw_layout(seed: int, split: str, variant: str, num_classes: int, n: int,
     groups = [evidence]
     if knobs.occludes:
         groups.append(_draw_occluders(stream(seed, split, _STREAM_OCCLUDER), evidence, knobs, k))
-    distractors = _draw_distractors(stream(seed, split, _STREAM_DISTRACTORS), concat(groups), knobs, k)
+    confusers = stream(seed, split, _STREAM_CONFUSERS) if knobs.confusers > 0 else None
+    distractors = _draw_distractors(stream(seed, split, _STREAM_DISTRACTORS), concat(groups), knobs, k, confusers)
     objects = concat([distractors, *groups])
     lo, hi = knobs.contrast
     if hi < 1.0 or lo < 1.0:

@@ -131,7 +131,7 @@ class SyntheticShapes(ImageDataset):
         sizes: split sizes, merged over the default train 6000 / val 1000 / test 1000.
         seed: generation seed (non-negative integer).
         preset: ``hard`` (default) or ``easy``: the difficulty knobs below default to the preset's.
-        evidence_scale, contrast, occlusion, occlusion_rate, distractors, label_noise: difficulty
+        evidence_scale, contrast, occlusion, occlusion_rate, distractors, confusers, label_noise: difficulty
             knobs (:mod:`reproduce.data.scene_knobs`); ``None`` takes the preset's value.
         rho: background-class correlation in [0, 1] of the background families; ``None`` (default)
             draws untinted backgrounds with no family.
@@ -165,6 +165,7 @@ class SyntheticShapes(ImageDataset):
         occlusion: float | None = None,
         occlusion_rate: float | None = None,
         distractors: list[int] | None = None,
+        confusers: float | None = None,
         label_noise: float | None = None,
         rho: float | None = None,
         interventions: bool = False,
@@ -186,7 +187,7 @@ class SyntheticShapes(ImageDataset):
         self.preset = check_choice("preset", preset, PRESETS)
         self.difficulty = resolve_difficulty(preset, dict(
             evidence_scale=evidence_scale, contrast=contrast, occlusion=occlusion, occlusion_rate=occlusion_rate,
-            distractors=distractors, label_noise=label_noise))
+            distractors=distractors, confusers=confusers, label_noise=label_noise))
         self.rho = None if rho is None else check_fraction("rho", rho, open_low=False)
         self.interventions = check_bool("interventions", interventions)
         if interventions and background != "original":
