@@ -23,8 +23,11 @@ Every knob is checked before anything is drawn, with the bound it breaks named i
 - ``label_noise``: the fraction of TRAINING labels replaced by another class drawn uniformly
   (val and test labels stay clean). Bound ``< 1``.
 
-Presets: ``easy`` is the benchmark as it was before the knobs existed (every model reaches ~100 %);
-``hard`` is the default, on which the quickstart models land around 90-97 % test accuracy.
+Presets: ``easy`` is the benchmark as it was before the knobs existed (ResNet-10-T 100 %, the 8x8-token
+ViT 99.7 % test accuracy with the quickstart trainings and light augmentation); ``hard`` is the
+default (ResNet-10-T 94.1 %; the micro ViT does not learn it in its 8 default epochs: 31.9 %, it needs
+the shape-and-colour binding that the confusers demand). Measured with ``experiment=quickstart_cnn``
+/ ``quickstart_vit``, seed 0.
 """
 
 from __future__ import annotations
@@ -65,11 +68,12 @@ class Difficulty:
 PRESETS = {
     "easy": Difficulty(),
     "hard": Difficulty(
-        evidence_scale=(0.55, 0.9),
-        contrast=(0.35, 0.8),
+        evidence_scale=(0.5, 0.8),
+        contrast=(0.25, 0.6),
         occlusion=0.45,
         occlusion_rate=0.5,
         distractors=(2, 5),
+        confusers=1.0,
         label_noise=0.05,
     ),
 }
