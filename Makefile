@@ -9,7 +9,7 @@ export WANDB_SILENT ?= true
 DATA ?= synthetic
 DATA_ROOT ?=
 
-.PHONY: install test test-full train bench smoke reproduce-table3 reproduce-moxi reproduce-superpixel reproduce-smdl reproduce-sanity reproduce-all clean-venv
+.PHONY: install test test-full train bench smoke reproduce-table3 reproduce-moxi reproduce-superpixel reproduce-smdl reproduce-sanity reproduce-interventions reproduce-all clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -61,6 +61,10 @@ reproduce-smdl: $(STAMP)
 # Sanity checks (Adebayo et al.): MPRT cascading/independent and random logit for every cheap attributor.
 reproduce-sanity: $(STAMP)
 	$(PY) -m reproduce.table table=sanity $(TABLE_ARGS)
+
+# FunnyBirds' interventional protocol on the embedded benchmark (exact counterfactual re-renders).
+reproduce-interventions: $(STAMP)
+	$(PY) -m reproduce.table table=interventions $(TABLE_ARGS)
 
 reproduce-all: reproduce-table3 reproduce-moxi reproduce-superpixel reproduce-smdl
 

@@ -51,10 +51,16 @@ def make_batch(b: int = 6, seed: int = 0) -> AttributionBatch:
     labels[::3] = (labels[::3] + 1) % 4  # some misclassified samples
     masks = torch.zeros(b, SIZE, SIZE, dtype=torch.bool)
     masks[:, 4:12, 3:10] = True
+    # Two objects for the interventional metrics: a distractor whose removal changes nothing (its
+    # layer is the background) and the evidence (its layer is the image itself, on a flipped background).
+    objects = torch.stack([torch.zeros_like(masks), masks], 1)
+    objects[:, 0, 12:, 12:] = True
+    scenes = {"object_masks": objects, "object_footprints": objects, "object_kinds": torch.tensor([[2, 1]] * b),
+              "object_layers": torch.stack([images.flip(-1), images], 1), "images_without_objects": images.flip(-1)}
     return AttributionBatch(
         images=images, labels=labels, targets=preds, maps=explain(images, preds), masks=masks,
         indices=torch.arange(50, 50 + b),
-        extra={"images_bg_shift": images.flip(-1), "step_area": torch.linspace(0.1, 1.0, 5).expand(b, 5).clone(),
+        extra={**scenes, "images_mixed_rand": images.flip(-2), "images_bg_shift": images.flip(-1), "step_area": torch.linspace(0.1, 1.0, 5).expand(b, 5).clone(),
                "step_score": torch.rand(b, 5, generator=g), **M.cost_extras({"seconds_per_image": 0.2,
                                                                               "forward_per_image": 3.0,
                                                                               "backward_per_image": 1.0})},
@@ -93,6 +99,8 @@ CASES = {
     "complexity": {},
     "relevance_mass_accuracy": {},
     "relevance_rank_accuracy": {"relevance": "absolute"},
+    "interventions": {"thresholds": 8, "contrastivity": False},
+    "variant_accuracy": {"variant": "mixed_rand"},
 }
 
 

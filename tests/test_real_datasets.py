@@ -442,3 +442,18 @@ def test_efficientnet_lite0_recognises_chelsea_and_coffee_through_the_loader():
     with torch.no_grad():
         predicted = model(batch).argmax(1).tolist()
     assert predicted == [photo_info("chelsea")["label"], photo_info("coffee")["label"]] == [285, 967]
+
+
+def test_every_dataset_read_from_disk_declares_its_layout_and_source():
+    """The contract validation reads (class attributes, not module globals): every registered
+    dataset with a ``root`` read from disk names its expected tree and where to get the data."""
+    from reproduce.data.image_folder import OnDiskDataset
+    from reproduce.data.registry import DATASETS, dataset_class
+
+    on_disk = {n for n in DATASETS.names() if issubclass(dataset_class(n), OnDiskDataset)}
+    assert on_disk == {"cifar10", "cub200", "imagenet9", "imagenet_val"}
+    for name in on_disk:
+        cls = dataset_class(name)
+        assert cls.registry_name == name and "<root>" in cls.root_layout and "http" in cls.source
+    with pytest.raises(DataError, match=r"(?s)no root given.*CUB_200_2011/.*caltech"):
+        create_dataset("cub200", split="test")

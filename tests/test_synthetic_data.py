@@ -1,5 +1,6 @@
-"""The synthetic ground-truth benchmark: exact masks, determinism, cache safety, the two-part and
-background-shift variants, and input validation."""
+"""The synthetic ground-truth benchmark on the easy preset (the scenes as before the difficulty knobs):
+exact masks, determinism, cache safety, the two-part and background-shift variants, and input
+validation. The knobs, the shortcut variant and the interventions: test_synthetic_variants.py."""
 
 from __future__ import annotations
 
@@ -15,13 +16,14 @@ from torch.utils.data import DataLoader
 from reproduce.data import create_dataset
 from reproduce.data.registry import has_splits
 from reproduce.data.shapes import ALL_PATTERNS, BACKGROUND_RANGE, DISTRACTOR_PATTERNS, PATTERNS, SHAPE_NAMES
-from reproduce.data.synthetic import SyntheticShapes, distractor_pool, draw_layout
+from reproduce.data.scenes import distractor_pool, draw_layout
+from reproduce.data.synthetic import SyntheticShapes
 from reproduce.errors import ConfigError
 from reproduce.models.data_config import DataConfig
 
 
 def make(tmp_path, n=48, split="test", **kw) -> SyntheticShapes:
-    return SyntheticShapes(root=str(tmp_path), split=split, sizes={split: n}, **kw)
+    return SyntheticShapes(root=str(tmp_path), split=split, sizes={split: n}, **{"preset": "easy", **kw})
 
 
 def all_arrays(ds: SyntheticShapes) -> list[np.ndarray]:
@@ -29,7 +31,7 @@ def all_arrays(ds: SyntheticShapes) -> list[np.ndarray]:
 
 
 def changed_pixels(ds: SyntheticShapes, i: int) -> torch.Tensor:
-    return (ds.render(i, include_object=True) != ds.render(i, include_object=False)).any(0)
+    return (ds.render(i) != ds.render(i, remove="evidence")).any(0)
 
 
 # ---- item format ---------------------------------------------------------------------------------
@@ -114,9 +116,11 @@ def test_regeneration_after_deleting_the_cache_is_identical(tmp_path):
 
 
 def test_cache_key_covers_every_generation_parameter(tmp_path):
-    base = dict(split="test", variant="single", background="own", num_classes=6, image_size=64, seed=0)
+    base = dict(split="test", variant="single", background="original", num_classes=6, image_size=64, seed=0)
     changes = dict(
-        split="val", variant="two_part", background="shifted", num_classes=5, image_size=72, seed=1
+        split="val", variant="two_part", background="mixed_next", num_classes=5, image_size=72, seed=1,
+        preset="hard", evidence_scale=[0.8, 1.0], contrast=[0.5, 1.0], occlusion=0.3, occlusion_rate=0.5,
+        distractors=[0, 2], confusers=0.3, label_noise=0.1, rho=0.9,
     )
     keys = {make(tmp_path, n=6, **base).cache_key, make(tmp_path, n=7, **base).cache_key}
     for name, value in changes.items():
@@ -250,8 +254,9 @@ def test_distractor_designs_are_independent_of_the_label():
     particular the label's own shape does appear on distractors."""
     k = 6
     layout = draw_layout(seed=0, split="train", variant="single", num_classes=k, n=3000)
-    dis = layout.distractors
+    dis = layout.objects
     labels = np.broadcast_to(layout.labels[:, None], dis.drawn.shape)
+    dis.drawn = dis.drawn & (layout.kinds != 1)
     first = len(PATTERNS)
     for attr, values in ((dis.shape, k), (dis.pattern - first, len(DISTRACTOR_PATTERNS))):
         table = np.zeros((k, values))
@@ -290,9 +295,9 @@ def test_two_part_each_part_fits_two_classes_and_the_pair_one(tmp_path):
 
 # ---- background-shift variant ------------------------------------------------------------------------
 @pytest.mark.parametrize("variant", ["single", "two_part"])
-def test_shifted_background_keeps_evidence_and_takes_the_next_background(tmp_path, variant):
+def test_mixed_next_keeps_evidence_and_takes_the_next_background(tmp_path, variant):
     own = make(tmp_path, n=30, variant=variant)
-    shifted = make(tmp_path, n=30, variant=variant, background="shifted")
+    shifted = make(tmp_path, n=30, variant=variant, background="mixed_next")
     n = len(own)
     assert np.array_equal(own.labels, shifted.labels)
     for i in range(n):
@@ -300,10 +305,10 @@ def test_shifted_background_keeps_evidence_and_takes_the_next_background(tmp_pat
         assert torch.equal(a["mask"], b["mask"]) and torch.equal(a["box"], b["box"])
         if own.has_parts:
             assert torch.equal(a["parts"], b["parts"])
-        next_background = own.render((i + 1) % n, include_object=False)
+        next_background = own.render((i + 1) % n, remove="evidence")
         expected = torch.where(a["mask"], a["image"], next_background)
         assert torch.equal(b["image"], expected), f"image {i}"
-        assert torch.equal(shifted.render(i, include_object=False), next_background)
+        assert torch.equal(shifted.render(i), b["image"])
         assert shifted.scene(i)["distractors"] == own.scene((i + 1) % n)["distractors"]
     # the background really changed: outside the masks of both images, shifted i == own i+1 != own i
     i = 0
@@ -330,7 +335,8 @@ def test_224_pixels_same_scenes_with_exact_masks(tmp_path):
     [
         ({"split": "dev"}, "split"),
         ({"variant": "three_part"}, "variant"),
-        ({"background": "mixed_rand"}, "background"),
+        ({"background": "shifted"}, "background"),
+        ({"preset": "medium"}, "preset"),
         ({"num_classes": 9}, "num_classes=9 exceeds"),
         ({"num_classes": 1}, "num_classes"),
         ({"num_classes": 2, "variant": "two_part"}, "no single part"),

@@ -28,15 +28,14 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from reproduce.data.base import ImageDataset
 from reproduce.checks import check_choice
-from reproduce.data.image_folder import Resize, layout_error, require_root
+from reproduce.data.image_folder import OnDiskDataset
 from reproduce.data.registry import register_dataset
 from reproduce.errors import ConfigError, DataError
 from reproduce.models.data_config import DataConfig
 
-SOURCE = "https://www.cs.toronto.edu/~kriz/cifar.html (cifar-10-python.tar.gz)"
-TREE = """<root>/cifar-10-batches-py/
+_SOURCE = "https://www.cs.toronto.edu/~kriz/cifar.html (cifar-10-python.tar.gz)"
+_LAYOUT = """<root>/cifar-10-batches-py/
 ├── data_batch_1, data_batch_2, data_batch_3, data_batch_4, data_batch_5
 ├── test_batch
 └── batches.meta"""
@@ -77,7 +76,7 @@ def read_batch(path: str) -> dict[str, Any]:
     except Exception as err:  # noqa: BLE001 - damaged pickles raise Key/Index/Overflow/Memory/... errors too
         raise DataError(
             f"Cannot read the CIFAR-10 batch {path!r} ({type(err).__name__}: {err}); re-download "
-            f"cifar-10-python.tar.gz from {SOURCE}."
+            f"cifar-10-python.tar.gz from {_SOURCE}."
         ) from err
     if not isinstance(raw, dict):
         raise DataError(f"CIFAR-10 batch {path!r} holds a {type(raw).__name__}, not a dict.")
@@ -104,7 +103,7 @@ def comet_val_indices(labels: np.ndarray, val_per_class: int) -> np.ndarray:
 
 
 @register_dataset("cifar10")
-class CIFAR10(ImageDataset):
+class CIFAR10(OnDiskDataset):
     """CIFAR-10 with COMET's train/val/test split (see the module docstring).
 
     Args:
@@ -116,6 +115,8 @@ class CIFAR10(ImageDataset):
     """
 
     num_classes = 10
+    root_layout = _LAYOUT
+    source = _SOURCE
 
     def __init__(
         self,
@@ -125,23 +126,20 @@ class CIFAR10(ImageDataset):
         val_per_class: int = 1000,
         normalize: DataConfig | None = None,
     ):
-        super().__init__(normalize)
         self.split = check_choice("split", split, SPLITS)
-        self.resizer = Resize(image_size, "stretch")
-        self.image_size = image_size
         if isinstance(val_per_class, bool) or not isinstance(val_per_class, int) or val_per_class < 0:
             raise ConfigError(f"val_per_class must be a non-negative integer (COMET: 1000), got {val_per_class!r}.")
         self.val_per_class = val_per_class
-        self.root = require_root("cifar10", root, TREE, SOURCE)
+        super().__init__(root, image_size, "stretch", normalize=normalize)
         folder = os.path.join(self.root, FOLDER)
         self.folder = folder if os.path.isdir(folder) else self.root
         needed = ("batches.meta", *(("test_batch",) if split == "test" else TRAIN_FILES))
         missing = [f for f in needed if not os.path.isfile(os.path.join(self.folder, f))]
         if len(missing) == len(needed) and self.folder == self.root:
             problem = f"root holds no {FOLDER}/ folder (and is not one itself): {self.root!r}."
-            raise layout_error("cifar10", problem, self.root, TREE, SOURCE)
+            raise self._error(problem)
         if missing:
-            raise layout_error("cifar10", f"missing {missing} in {self.folder!r}.", self.root, TREE, SOURCE)
+            raise self._error(f"missing {missing} in {self.folder!r}.")
 
         names = read_batch(os.path.join(self.folder, "batches.meta")).get("label_names")
         if not isinstance(names, list) or len(names) != self.num_classes:
@@ -173,8 +171,6 @@ class CIFAR10(ImageDataset):
     def describe(self) -> dict[str, Any]:
         return {
             **super().describe(),
-            "root": self.root,
             "split": self.split,
             "val_per_class": self.val_per_class,
-            **self.resizer.describe(),
         }

@@ -26,18 +26,17 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from reproduce.data.base import ImageDataset
 from reproduce.checks import check_choice
-from reproduce.data.image_folder import Resize, layout_error, read_rgb, require_root
+from reproduce.data.image_folder import OnDiskDataset
 from reproduce.data.registry import register_dataset
 from reproduce.errors import ConfigError, DataError
 from reproduce.models.data_config import DataConfig
 
-SOURCE = (
+_SOURCE = (
     "https://www.vision.caltech.edu/datasets/cub_200_2011/ (CUB_200_2011.tgz; segmentations.tgz for "
     "masks; mirror https://data.caltech.edu/records/65de6-vzc57)"
 )
-TREE = """<root>/CUB_200_2011/
+_LAYOUT = """<root>/CUB_200_2011/
 ├── images.txt, image_class_labels.txt, train_test_split.txt, bounding_boxes.txt, classes.txt
 └── images/001.Black_footed_Albatross/Black_Footed_Albatross_0001_796111.jpg ...
 <root>/segmentations/001.Black_footed_Albatross/Black_Footed_Albatross_0001_796111.png ... (optional)"""
@@ -67,7 +66,7 @@ def _read_table(path: str, columns: int) -> dict[int, list[str]]:
 
 
 @register_dataset("cub200")
-class CUB200(ImageDataset):
+class CUB200(OnDiskDataset):
     """CUB-200-2011 (see the module docstring for layout, splits, boxes and masks).
 
     Args:
@@ -79,6 +78,8 @@ class CUB200(ImageDataset):
     """
 
     has_boxes = True
+    root_layout = _LAYOUT
+    source = _SOURCE
 
     def __init__(
         self,
@@ -90,14 +91,11 @@ class CUB200(ImageDataset):
         mask_threshold: float = 0.5,
         normalize: DataConfig | None = None,
     ):
-        super().__init__(normalize)
         self.split = check_choice("split", split, SPLITS)
-        self.resizer = Resize(image_size, resize, crop_pct)
-        self.image_size = image_size
         if not (isinstance(mask_threshold, (int, float)) and 0 < mask_threshold <= 1):
             raise ConfigError(f"mask_threshold must be in (0, 1], got {mask_threshold!r}.")
         self.mask_threshold = float(mask_threshold)
-        self.root = require_root("cub200", root, TREE, SOURCE)
+        super().__init__(root, image_size, resize, crop_pct, normalize)
         base = os.path.join(self.root, "CUB_200_2011")
         self.base = base if os.path.isdir(base) else self.root
         missing = [f for f in (*FILES, "images") if not os.path.exists(os.path.join(self.base, f))]
@@ -150,9 +148,6 @@ class CUB200(ImageDataset):
                     f"e.g. {[os.path.splitext(r)[0] + '.png' for r in absent[:3]]}."
                 )
 
-    def _error(self, problem: str) -> DataError:
-        return layout_error("cub200", problem, self.root, TREE, SOURCE)
-
     def _segmentation_path(self, rel: str) -> str:
         assert self.segmentation_dir is not None
         return os.path.join(self.segmentation_dir, os.path.splitext(rel)[0] + ".png")
@@ -170,19 +165,14 @@ class CUB200(ImageDataset):
         if grey.shape != (height, width):
             raise DataError(
                 f"Segmentation {path!r} is {grey.shape[0]}x{grey.shape[1]} but its image is {height}x{width}; "
-                f"re-extract segmentations.tgz from {SOURCE}."
+                f"re-extract segmentations.tgz from {self.source}."
             )
         return grey >= self.mask_threshold * 255
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         path, label = self.samples[index]
-        img = read_rgb(path)
-        item: dict[str, Any] = {
-            "image": self.resizer.image(img),
-            "label": label,
-            "index": index,
-            "box": self.resizer.box(self.boxes[index], img.width, img.height),
-        }
+        img, item = self._read_item(path, label, index)
+        item["box"] = self.resizer.box(self.boxes[index], img.width, img.height)
         if self.has_masks:
             item["mask"] = self.resizer.mask(self._read_mask(index, img.width, img.height))
         return self._finish(item)
@@ -190,8 +180,6 @@ class CUB200(ImageDataset):
     def describe(self) -> dict[str, Any]:
         return {
             **super().describe(),
-            "root": self.root,
             "split": self.split,
             "mask_threshold": self.mask_threshold if self.has_masks else None,
-            **self.resizer.describe(),
         }

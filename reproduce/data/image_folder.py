@@ -1,5 +1,11 @@
-"""What the real-data loaders share: decoding with PIL, one resize policy for images, masks and
-boxes, and layout errors that show the expected tree.
+"""What the real-data loaders share: the base class of datasets read from an official layout on disk
+(:class:`OnDiskDataset`), decoding with PIL, one resize policy for images, masks and boxes, and
+layout errors that show the expected tree.
+
+A dataset read from disk declares its contract as class attributes: ``root_layout`` (the tree
+expected under ``root``, shown in every layout error) and ``source`` (where to get the data). The
+configuration check (:mod:`reproduce.runtime.validation`) reads them to refuse a missing root before
+any work.
 
 Resize policy (``resize=`` of every loader):
 
@@ -20,13 +26,16 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, UnidentifiedImageError
 
 from reproduce.checks import check_choice
+from reproduce.data.base import ImageDataset
 from reproduce.errors import ConfigError, DataError
+from reproduce.models.data_config import DataConfig
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 RESIZE_MODES = ("stretch", "center_crop")
@@ -202,3 +211,36 @@ def boxes_mask(boxes: Sequence[Sequence[float]], width: int, height: int) -> np.
         c1, r1 = min(width, int(np.ceil(x1))), min(height, int(np.ceil(y1)))
         mask[r0:r1, c0:c1] = True
     return mask
+
+
+class OnDiskDataset(ImageDataset):
+    """A dataset read from an official layout under ``root`` (CIFAR-10, CUB, ImageNet-9, ImageNet val).
+
+    Subclasses set ``root_layout`` and ``source`` (see the module docstring); the registry sets
+    ``registry_name``. The constructor checks the root and builds the resize policy, so a subclass
+    starts from a root that exists.
+    """
+
+    registry_name: ClassVar[str] = ""
+    root_layout: ClassVar[str] = ""
+    source: ClassVar[str] = ""
+
+    def __init__(self, root: str | os.PathLike | None, image_size: int, resize: str = "stretch",
+                 crop_pct: float = 0.875, normalize: DataConfig | None = None):
+        super().__init__(normalize)
+        self.resizer = Resize(image_size, resize, crop_pct)
+        self.image_size = image_size
+        self.root = require_root(self.registry_name, root, self.root_layout, self.source)
+
+    def _error(self, problem: str) -> DataError:
+        """A :func:`layout_error` for this dataset's root."""
+        return layout_error(self.registry_name, problem, self.root, self.root_layout, self.source)
+
+    def _read_item(self, path: str, label: int, index: int) -> tuple[Image.Image, dict[str, Any]]:
+        """The decoded file and the item's head (resized image, label, index); the caller adds its
+        ground truth from the decoded image's size and returns ``self._finish(item)``."""
+        img = read_rgb(path)
+        return img, {"image": self.resizer.image(img), "label": label, "index": index}
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "root": self.root, **self.resizer.describe()}

@@ -39,18 +39,14 @@ import os
 from typing import Any
 
 from reproduce.checks import check_choice
-from reproduce.data.base import ImageDataset
 from reproduce.data.image_folder import (
-    Resize,
+    OnDiskDataset,
     image_size_of,
-    layout_error,
     list_images,
     list_subfolders,
     load_npy_mask,
     mask_box,
     npy_shape,
-    read_rgb,
-    require_root,
 )
 from reproduce.data.registry import register_dataset
 from reproduce.errors import DataError
@@ -84,12 +80,12 @@ TRAIN_VARIANTS = (*TEST_VARIANTS, "in9l")
 SPLITS = ("train", "val", "test")
 LABEL_ORDERS = ("sorted", "comet")
 
-SOURCE = (
+_SOURCE = (
     "https://github.com/MadryLab/backgrounds_challenge (test sets: release v1.0, "
     "backgrounds_challenge_data.tar.gz -> bg_challenge/; training data: the README's links, "
     "e.g. original.tar.gz -> original/train, original/val)"
 )
-TREE = """<root>/
+_LAYOUT = """<root>/
 ├── original/train/00_dog/*.JPEG ... 08_fish/     (split="train")
 ├── original/val/00_dog/*.JPEG ... 08_fish/       (split="val")
 └── bg_challenge/
@@ -107,7 +103,7 @@ def foreground_id(file_name: str) -> str:
 
 
 @register_dataset("imagenet9")
-class ImageNet9(ImageDataset):
+class ImageNet9(OnDiskDataset):
     """ImageNet-9 / Backgrounds Challenge images; see the module docstring for layout and splits.
 
     Args:
@@ -122,6 +118,8 @@ class ImageNet9(ImageDataset):
     """
 
     num_classes = 9
+    root_layout = _LAYOUT
+    source = _SOURCE
 
     def __init__(
         self,
@@ -134,13 +132,10 @@ class ImageNet9(ImageDataset):
         crop_pct: float = 0.875,
         normalize: DataConfig | None = None,
     ):
-        super().__init__(normalize)
         self.split = check_choice("split", split, SPLITS)
         self.variant = check_choice("variant", variant, TEST_VARIANTS if split == "test" else TRAIN_VARIANTS)
         self.label_order = check_choice("label_order", label_order, LABEL_ORDERS)
-        self.resizer = Resize(image_size, resize, crop_pct)
-        self.image_size = image_size
-        self.root = require_root("imagenet9", root, TREE, SOURCE)
+        super().__init__(root, image_size, resize, crop_pct, normalize)
         self.class_folders = list(COMET_ORDER if label_order == "comet" else CLASS_FOLDERS)
         self.class_names = [folder.split("_", 1)[1] for folder in self.class_folders]
         self.has_masks = self.has_boxes = split == "test"
@@ -153,9 +148,6 @@ class ImageNet9(ImageDataset):
             self.mask_dir = None
         self.samples = self._scan_images()
         self.mask_paths = self._scan_masks(self.mask_dir) if self.mask_dir else []
-
-    def _error(self, problem: str) -> DataError:
-        return layout_error("imagenet9", problem, self.root, TREE, SOURCE)
 
     def _scan_images(self) -> list[tuple[str, int]]:
         where = os.path.relpath(self.image_dir, self.root)
@@ -206,14 +198,13 @@ class ImageNet9(ImageDataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         path, label = self.samples[index]
-        img = read_rgb(path)
-        item: dict[str, Any] = {"image": self.resizer.image(img), "label": label, "index": index}
+        img, item = self._read_item(path, label, index)
         if self.mask_paths:
             raw = load_npy_mask(self.mask_paths[index])
             if raw.shape != (img.height, img.width):
                 raise DataError(
                     f"Mask {self.mask_paths[index]!r} is {raw.shape[0]}x{raw.shape[1]} but its image {path!r} "
-                    f"is {img.height}x{img.width}; re-extract bg_challenge/ from {SOURCE}."
+                    f"is {img.height}x{img.width}; re-extract bg_challenge/ from {self.source}."
                 )
             item["mask"] = self.resizer.mask(raw)
             item["box"] = mask_box(item["mask"])
@@ -222,10 +213,8 @@ class ImageNet9(ImageDataset):
     def describe(self) -> dict[str, Any]:
         return {
             **super().describe(),
-            "root": self.root,
             "split": self.split,
             "variant": self.variant,
             "label_order": self.label_order,
             "class_folders": list(self.class_folders),
-            **self.resizer.describe(),
         }

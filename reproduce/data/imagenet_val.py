@@ -28,26 +28,17 @@ from typing import Any
 
 from timm.data import ImageNetInfo
 
-from reproduce.data.base import ImageDataset
-from reproduce.data.image_folder import (
-    Resize,
-    boxes_mask,
-    layout_error,
-    list_images,
-    list_subfolders,
-    read_rgb,
-    require_root,
-)
+from reproduce.data.image_folder import OnDiskDataset, boxes_mask, list_images, list_subfolders
 from reproduce.data.registry import register_dataset
 from reproduce.errors import DataError
 from reproduce.models.data_config import DataConfig
 
-SOURCE = (
+_SOURCE = (
     "https://image-net.org/download.php (ILSVRC2012 validation images; sort them into wnid folders "
     "with the devkit labels) or https://www.kaggle.com/c/imagenet-object-localization-challenge "
     "(ILSVRC/Data/CLS-LOC/val + LOC_val_solution.csv)"
 )
-TREE = """<root>/n01440764/ILSVRC2012_val_00000293.JPEG ...   (ImageFolder: one folder per wnid)
+_LAYOUT = """<root>/n01440764/ILSVRC2012_val_00000293.JPEG ...   (ImageFolder: one folder per wnid)
   or <root>/ILSVRC2012_val_00000001.JPEG ... + <root>/LOC_val_solution.csv
   or <root>/LOC_val_solution.csv + <root>/ILSVRC/Data/CLS-LOC/val/ILSVRC2012_val_*.JPEG
 LOC_val_solution.csv: header ImageId,PredictionString; rows
@@ -99,7 +90,7 @@ def read_solution_csv(path: str) -> dict[str, list[tuple[str, tuple[float, float
 
 
 @register_dataset("imagenet_val")
-class ImageNetVal(ImageDataset):
+class ImageNetVal(OnDiskDataset):
     """ILSVRC2012 validation images (see the module docstring for layouts, labels and boxes).
 
     Args:
@@ -111,6 +102,8 @@ class ImageNetVal(ImageDataset):
     """
 
     num_classes = 1000
+    root_layout = _LAYOUT
+    source = _SOURCE
 
     def __init__(
         self,
@@ -121,10 +114,7 @@ class ImageNetVal(ImageDataset):
         solution_csv: str | os.PathLike | None = None,
         normalize: DataConfig | None = None,
     ):
-        super().__init__(normalize)
-        self.resizer = Resize(image_size, resize, crop_pct)
-        self.image_size = image_size
-        self.root = require_root("imagenet_val", root, TREE, SOURCE)
+        super().__init__(root, image_size, resize, crop_pct, normalize)
         wnids = imagenet_wnids()
         self.wnids = wnids
         self.class_names = imagenet_class_names()
@@ -155,9 +145,6 @@ class ImageNetVal(ImageDataset):
             raise self._error(f"solution_csv {csv_path!r} does not exist.")
         self.boxes = self._attach_csv(read_solution_csv(csv_path), index) if csv_path else []
         self.has_boxes = self.has_masks = csv_path is not None
-
-    def _error(self, problem: str) -> DataError:
-        return layout_error("imagenet_val", problem, self.root, TREE, SOURCE)
 
     def _scan_folders(self, folders: list[str], index: dict[str, int]) -> list[tuple[str, int]]:
         unknown = [f for f in folders if f not in index]
@@ -200,8 +187,7 @@ class ImageNetVal(ImageDataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         path, label = self.samples[index]
-        img = read_rgb(path)
-        item: dict[str, Any] = {"image": self.resizer.image(img), "label": label, "index": index}
+        img, item = self._read_item(path, label, index)
         if self.boxes:
             own = self.boxes[index]
             enclosing = (min(b[0] for b in own), min(b[1] for b in own), max(b[2] for b in own), max(b[3] for b in own))
@@ -210,4 +196,4 @@ class ImageNetVal(ImageDataset):
         return self._finish(item)
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "root": self.root, "layout": self.layout, **self.resizer.describe()}
+        return {**super().describe(), "layout": self.layout}

@@ -203,3 +203,22 @@ def textured_background(coarse: np.ndarray, fine: np.ndarray, size: int) -> np.n
     value += upsample_bilinear(fine, size)
     lo, hi = BACKGROUND_RANGE
     return np.clip(np.rint(value, out=value), lo, hi, out=value).astype(np.uint8)
+
+
+# Background families of the shortcut variant: a tint per family (the centre of its low-frequency
+# colour noise). Family c is the family correlated with class c. Tints differ by >= 50 levels in some
+# channel and stay inside BACKGROUND_RANGE with their noise, so object colours still leave it.
+FAMILY_TINTS = np.array([
+    (152, 104, 104),  # warm red
+    (104, 152, 104),  # green
+    (104, 104, 152),  # blue
+    (152, 152, 100),  # yellow
+    (152, 100, 152),  # purple
+    (100, 152, 152),  # teal
+    (160, 126, 92),   # brown
+    (128, 128, 128),  # grey
+], dtype=np.float32)
+FAMILY_AMPLITUDE = 20.0  # half-range of a family's coarse noise around its tint
+# The background of the only_fg variant (ImageNet-9 uses black; a mid grey keeps object colours
+# outside the background range, so masks stay exact).
+NEUTRAL_GREY = 128

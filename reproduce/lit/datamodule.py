@@ -2,6 +2,12 @@
 
 Images are normalised with the data config of the model being trained or evaluated (it travels
 with the model), so "0 in normalised space" always means the model's mean colour.
+
+Training views (train split only, never val/test): ``augment`` (a recipe of
+:mod:`reproduce.data.augment`, seeded per ``(seed, epoch, index)``: the train sampler hands each
+item its epoch, so loader workers and DDP processes draw the same augmentation for it) and
+``train_label_permutation_seed`` (the data-randomisation sanity check: training labels are a seeded
+permutation of the true ones).
 """
 
 from __future__ import annotations
@@ -13,24 +19,29 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from reproduce.data import create_dataset
-from reproduce.data.registry import has_splits
+from reproduce.data.augment import Augmentation, item_generator
+from reproduce.data.registry import dataset_class, has_splits
+from reproduce.checks import check_choice, check_int
 from reproduce.errors import ConfigError
 from reproduce.models import DataConfig
 
 
 class EpochSeededSampler(Sampler[int]):
     """Shuffles with a generator seeded by (seed, epoch), so a run resumed from a checkpoint sees
-    exactly the batches an uninterrupted run would have seen (Lightning calls ``set_epoch``)."""
+    exactly the batches an uninterrupted run would have seen (Lightning calls ``set_epoch``, also
+    through its DDP wrapper). ``with_epoch=True`` yields ``(epoch, index)`` pairs for
+    :class:`AugmentedDataset`."""
 
-    def __init__(self, size: int, seed: int):
-        self.size, self.seed, self.epoch = size, seed, 0
+    def __init__(self, size: int, seed: int, with_epoch: bool = False):
+        self.size, self.seed, self.epoch, self.with_epoch = size, seed, 0, with_epoch
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __iter__(self):
         g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return iter(torch.randperm(self.size, generator=g).tolist())
+        order = torch.randperm(self.size, generator=g).tolist()
+        return iter([(self.epoch, i) for i in order] if self.with_epoch else order)
 
     def __len__(self) -> int:
         return self.size
@@ -82,6 +93,64 @@ class ItemSubset(Dataset):
         return self.base[self.indices[index]]
 
 
+class AugmentedDataset(Dataset):
+    """``base`` indexed by ``(epoch, index)``: item ``index`` augmented with a generator seeded by
+    ``(seed, epoch, index)`` (a plain ``index`` reads the item unaugmented)."""
+
+    def __init__(self, base: Dataset, augmentation: Augmentation, seed: int):
+        self.base, self.augmentation, self.seed = base, augmentation, seed
+
+    def __getattr__(self, name: str):
+        if name in ("base", "augmentation", "seed"):
+            raise AttributeError(name)
+        return getattr(self.base, name)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, key: tuple[int, int] | int) -> dict[str, Any]:
+        if not isinstance(key, tuple):
+            return self.base[key]
+        epoch, index = key
+        return self.augmentation(self.base[index], item_generator(self.seed, epoch, index))
+
+
+class RelabelledDataset(Dataset):
+    """``base`` with item ``i`` labelled ``labels[i]`` (the label-permutation sanity check)."""
+
+    def __init__(self, base: Dataset, labels: list[int]):
+        self.base, self.new_labels = base, list(labels)
+
+    def __getattr__(self, name: str):
+        if name in ("base", "new_labels"):
+            raise AttributeError(name)
+        return getattr(self.base, name)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return {**self.base[index], "label": self.new_labels[index]}
+
+
+def labels_of(ds: Dataset) -> list[int]:
+    """The label of every item, without decoding images where the dataset lists them."""
+    if isinstance(ds, ItemSubset):
+        base = labels_of(ds.base)
+        return [base[i] for i in ds.indices]
+    if hasattr(ds, "labels") and len(ds.labels) == len(ds):
+        return [int(v) for v in ds.labels]
+    if hasattr(ds, "samples") and len(ds.samples) == len(ds):
+        return [int(label) for _, label in ds.samples]
+    return [int(ds[i]["label"]) for i in range(len(ds))]
+
+
+def permuted_labels(labels: list[int], seed: int) -> list[int]:
+    """A seeded permutation of ``labels`` (class counts kept, each image's own label forgotten)."""
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed)).tolist()
+    return [labels[j] for j in order]
+
+
 def fold_indices(size: int, index: int, count: int, seed: int) -> list[int]:
     """Fold ``index`` of ``count`` disjoint folds of a seeded permutation of ``range(size)``."""
     order = torch.randperm(size, generator=torch.Generator().manual_seed(seed)).tolist()
@@ -94,12 +163,12 @@ class ImageDataModule(L.LightningDataModule):
     Args:
         name: registry name (``synthetic``, ``imagenet9``, ...).
         options: keyword arguments of the dataset shared by every split (root, sizes, seed, ...).
-        split_options: per-split extra arguments, e.g. ``{"test": {"background": "shifted"}}``.
+        split_options: per-split extra arguments, e.g. ``{"test": {"background": "mixed_rand"}}``.
         batch_size / eval_batch_size: per-process batch sizes (under DDP each process gets this many).
         num_workers: loader worker processes (0 = in the main process).
         seed: shuffling seed (re-seeded per epoch, see :class:`EpochSeededSampler`).
         bg_shift: dataset options that give the background-shift variant of the test split
-            (synthetic: ``{"background": "shifted"}``, ImageNet-9: ``{"variant": "mixed_next"}``);
+            (synthetic: ``{"background": "mixed_next"}``, ImageNet-9: ``{"variant": "mixed_next"}``);
             after :meth:`enable_bg_shift`, test items carry its image as ``images_bg_shift``.
         limits: keep only the first N items of a stage, e.g. ``{"test": 200}``.
         train_fold: train on one of ``count`` disjoint folds of the training split,
@@ -107,6 +176,14 @@ class ImageDataModule(L.LightningDataModule):
             two models trained on disjoint halves of the data).
         num_classes / image_size: what the configs downstream (model size, head) assume; checked
             against the dataset when it is built.
+        augment: train-split augmentation, a preset (``none``, ``light``, ``comet``) or a step list
+            (:mod:`reproduce.data.augment`); never applied to val or test.
+        train_label_permutation_seed: when an integer, the training labels are a permutation of the
+            true labels seeded by it (the data-randomisation sanity check); val/test keep theirs.
+        variants: the ImageNet-9 test variants by name -> the dataset options that give each
+            (synthetic: ``{mixed_rand: {background: mixed_rand}}``, ImageNet-9: ``{variant: ...}``).
+        paired_variants: variants whose image of the same index every test item also carries, as
+            ``images_<variant>`` (e.g. the explained model's accuracy on ``mixed_rand``).
     """
 
     def __init__(
@@ -124,6 +201,10 @@ class ImageDataModule(L.LightningDataModule):
         bg_shift: dict[str, Any] | None = None,
         limits: dict[str, int] | None = None,
         train_fold: dict[str, int] | None = None,
+        augment: str | list[dict[str, Any]] | None = None,
+        train_label_permutation_seed: int | None = None,
+        variants: dict[str, dict[str, Any]] | None = None,
+        paired_variants: list[str] | None = None,
     ):
         super().__init__()
         if not isinstance(batch_size, int) or batch_size < 1:
@@ -155,6 +236,39 @@ class ImageDataModule(L.LightningDataModule):
         self.data_config: DataConfig | None = None
         self.datasets: dict[str, Dataset] = {}
         self.test_indices: list[int] | None = None  # see restrict_test
+        self._init_views(augment, train_label_permutation_seed, variants, paired_variants)
+
+    def _init_views(self, augment: Any, permutation_seed: Any, variants: Any, paired: Any) -> None:
+        Augmentation(augment)  # a bad recipe fails here, before any data is built
+        self.augment = augment
+        self.train_label_permutation_seed = check_int(
+            "data.train_label_permutation_seed", permutation_seed, minimum=0, allow_none=True)
+        self.variants = {str(k): dict(v or {}) for k, v in (variants or {}).items()}
+        for name in paired or ():
+            check_choice("data.paired_variants entry", name, self.variants)
+            self.test_pairs[f"images_{name}"] = self.variants[name]
+
+    def request_extras(self, keys: set[str]) -> None:
+        """Make the test split carry the batch extras ``keys`` it can: ``images_<variant>`` pairs a
+        variant of ``variants``; a key the dataset class offers behind a switch (its
+        ``optional_extras``, e.g. the synthetic benchmark's ``interventions``) turns that switch on."""
+        offered = getattr(dataset_class(self.name), "optional_extras", {})
+        for key in keys:
+            if key.startswith("images_") and key[len("images_"):] in self.variants:
+                self.test_pairs[key] = self.variants[key[len("images_"):]]
+            for option, extras in offered.items():
+                if key in extras:
+                    self.split_options.setdefault("test", {})[option] = True
+        self.datasets.pop("test", None)
+
+    def provided_extras(self) -> set[str]:
+        """Batch extras the test split provides: the dataset's own (``extras``), the paired
+        variants' images, and ``images_bg_shift`` when the config defines it."""
+        keys = set(getattr(self.dataset("test"), "extras", ()))
+        keys |= {k for k in self.test_pairs if k != "images_bg_shift"}
+        if self.bg_shift:
+            keys.add("images_bg_shift")
+        return keys
 
     def set_data_config(self, data_config: DataConfig) -> None:
         self.data_config = data_config
@@ -191,8 +305,10 @@ class ImageDataModule(L.LightningDataModule):
                         f"set data.{key}={have} (the model is built from it)."
                     )
             if stage == "test" and self.test_pairs:
+                switches = getattr(dataset_class(self.name), "optional_extras", {})  # a pair brings its image only
                 variants = {
-                    key: create_dataset(self.name, normalize=self.data_config, **{**kwargs, **extra})
+                    key: create_dataset(self.name, normalize=self.data_config,
+                                        **{k: v for k, v in {**kwargs, **extra}.items() if k not in switches})
                     for key, extra in self.test_pairs.items()
                 }
                 ds = PairedDataset(ds, variants)
@@ -203,6 +319,8 @@ class ImageDataModule(L.LightningDataModule):
                 ds = ItemSubset(ds, range(self.limits[stage]))
             if stage == "test" and self.test_indices is not None:
                 ds = ItemSubset(ds, self.test_indices)
+            if stage == "train" and self.train_label_permutation_seed is not None:
+                ds = RelabelledDataset(ds, permuted_labels(labels_of(ds), self.train_label_permutation_seed))
             self.datasets[stage] = ds
         return self.datasets[stage]
 
@@ -215,9 +333,17 @@ class ImageDataModule(L.LightningDataModule):
         for s in wanted.get(stage, ("test",)):
             self.dataset(s)
 
+    def train_augmentation(self) -> Augmentation:
+        """The train recipe; its black fill is the normalised colour of a black pixel."""
+        black = self.data_config.normalize(torch.zeros(3, 1, 1)) if self.data_config is not None else None
+        return Augmentation(self.augment, black=black)
+
     def _loader(self, stage: str, shuffle: bool) -> DataLoader:
         ds = self.dataset(stage)
-        sampler: Sampler | None = EpochSeededSampler(len(ds), self.seed) if shuffle else None
+        augmentation = self.train_augmentation() if stage == "train" else None
+        if augmentation:
+            ds = AugmentedDataset(ds, augmentation, self.seed)
+        sampler: Sampler | None = EpochSeededSampler(len(ds), self.seed, with_epoch=bool(augmentation)) if shuffle else None
         if not shuffle and torch.distributed.is_available() and torch.distributed.is_initialized():
             # Evaluation shards without the padding DistributedSampler adds, so every image is
             # counted exactly once and DDP results equal single-process ones.

@@ -146,6 +146,8 @@ class AttributionEvaluation(L.LightningModule):
             metric.check_available(available, source=source)
 
     def _reference(self, label: str, value: Any) -> Any:
+        if value == "@explained":  # the explained model itself (e.g. its accuracy on a test variant)
+            return self.explained
         if isinstance(value, str) and value.startswith("@"):
             if value[1:] not in self.references:
                 raise ConfigError(
@@ -233,7 +235,7 @@ class AttributionEvaluation(L.LightningModule):
         self.maps_cache.clear()
         maps = self._attribute_naming_culprits(images, targets, indices, batch_idx)
         self.maps_cache.put(self.explained, images, targets, maps)
-        extra = {k: v[rows] for k, v in batch.items() if k.startswith("images_")}
+        extra = {k: v[rows] for k, v in batch.items() if k.startswith(("images_", "object_"))}
         extra.update(cost_extras(self.attributor.last_cost, device=images.device))
         extra.update(getattr(self.attributor, "last_extras", lambda: {})())
         ab = AttributionBatch(

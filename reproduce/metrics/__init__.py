@@ -23,6 +23,8 @@ and ``config()``. See :mod:`reproduce.metrics.base` for the contract.
 | road | road.py | morf_mean (lower), lerf_mean, combined (higher) |
 | sparseness, complexity | complexity.py | sparseness (higher), complexity (lower) |
 | relevance_mass_accuracy, relevance_rank_accuracy | relevance.py | mass_accuracy, rank_accuracy (higher) |
+| interventions | interventions.py | csdc, pc, dc, d, com, sd, bi, ts, mx (higher): FunnyBirds on exact counterfactuals |
+| variant_accuracy | variant_accuracy.py | accuracy on a test variant (higher), gap to clean (lower) |
 
 The shared perturbation machinery (ranking, masked batches, scoring) is in
 :mod:`reproduce.metrics.perturbation_curves`. Functional twins are exported here, except the three
@@ -34,6 +36,8 @@ from reproduce.metrics.base import AttributionBatch, AttributionMetric
 from reproduce.metrics.cost import Cost, cost_extras
 from reproduce.metrics.fidelity import Fidelity, fidelity_correct, top_fraction_masks
 from reproduce.metrics.highest_confidence import AverageHighestConfidence, highest_within, highest_within_steps, insertion_steps
+from reproduce.metrics.intervention_scores import compose, object_mass
+from reproduce.metrics.interventions import Interventions, interventional_scores
 from reproduce.metrics.insertion_deletion import Deletion, Insertion, insertion_deletion_curve
 from reproduce.metrics.localization import EnergyPointingGame, IoUAUC, PointingGame, energy_inside, iou_auc, pointing_hits
 from reproduce.metrics.mu_fidelity import MuFidelity
@@ -50,6 +54,7 @@ from reproduce.metrics.randomisation import DataRandomisation, ModelRandomisatio
 from reproduce.metrics.road import ROAD, linear_impute
 from reproduce.metrics.complexity import Complexity, Sparseness, entropy_complexity, gini_sparseness
 from reproduce.metrics.relevance import RelevanceMassAccuracy, RelevanceRankAccuracy, relevance_mass, relevance_rank
+from reproduce.metrics.variant_accuracy import VariantAccuracy, variant_correct
 
 __all__ = [
     "Complexity",
@@ -77,6 +82,7 @@ __all__ = [
     "EnergyPointingGame",
     "Fidelity",
     "Insertion",
+    "Interventions",
     "IoUAUC",
     "MaxSensitivity",
     "MeGe",
@@ -88,7 +94,9 @@ __all__ = [
     "PxAP",
     "Robustness",
     "SSIMStability",
+    "VariantAccuracy",
     "available_metrics",
+    "compose",
     "cost_extras",
     "create_metric",
     "drop_pixels",
@@ -100,11 +108,13 @@ __all__ = [
     "highest_within_steps",
     "insertion_deletion_curve",
     "insertion_steps",
+    "interventional_scores",
     "iou_auc",
     "max_sensitivity",
     "mean_reference",
     "mege_pairs",
     "metric_class",
+    "object_mass",
     "patch_curve",
     "pointing_hits",
     "pxap_from_histograms",
@@ -117,4 +127,5 @@ __all__ = [
     "target_scores",
     "top_fraction_masks",
     "trapezoid_auc",
+    "variant_correct",
 ]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import inspect
 import os
-import sys
 from typing import Any, Iterable, Mapping
 
 import timm
@@ -22,7 +21,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from reproduce.attributors.registry import ATTRIBUTORS
 from reproduce.checks import check_choice, check_int, check_number, suggest
-from reproduce.data.image_folder import require_root
+from reproduce.data.image_folder import OnDiskDataset, require_root
 from reproduce.data.registry import DATASETS
 from reproduce.errors import ConfigError, DataError
 from reproduce.metrics.registry import METRICS
@@ -146,10 +145,9 @@ def check_data(data: Any) -> None:
         check_int("data.options.image_size", options["image_size"])
     for split, size in check_mapping("data.options.sizes", options.get("sizes")).items():
         check_int(f"data.options.sizes.{split}", size)
-    tree = getattr(sys.modules[cls.__module__], "TREE", None)
-    if tree is not None and "root" in accepted:  # a real dataset read from disk (not generated)
+    if issubclass(cls, OnDiskDataset):  # a real dataset read from disk (not generated)
         try:
-            require_root(name, options.get("root"), tree, getattr(sys.modules[cls.__module__], "SOURCE", "its website"))
+            require_root(name, options.get("root"), cls.root_layout, cls.source)
         except DataError as err:
             raise DataError(f"{err}\nOn the command line: DATASET_ROOT=/path/to/data or paths.dataset_root=/path/to/data.") from None
 

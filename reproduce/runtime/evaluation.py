@@ -194,6 +194,7 @@ def _available(datamodule, attributor_has_steps: bool) -> set[str]:
         available.add("masks")
     if datamodule.bg_shift:
         available.add("extra:images_bg_shift")
+    available |= {f"extra:{key}" for key in datamodule.provided_extras()}  # dataset extras, paired variants
     if getattr(test, "has_parts", False):
         available.add("extra:parts")
     if attributor_has_steps:
@@ -207,6 +208,7 @@ def build_data(cfg: DictConfig, explained: nn.Module, module: AttributionEvaluat
     datamodule.set_data_config(ModelAdapter(explained).data_config)
     if "extra:images_bg_shift" in module.requirements:
         datamodule.enable_bg_shift()
+    datamodule.request_extras({r[len("extra:"):] for r in module.requirements if r.startswith("extra:")})
     datamodule.setup("test")
     steps = getattr(get_class(str(cfg.attributor.name)), "provides_steps", False)
     module.check_available(_available(datamodule, steps), source=f"the {cfg.data.name!r} test split")
