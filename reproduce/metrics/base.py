@@ -35,7 +35,7 @@ from torch import nn
 from torchmetrics import Metric
 
 from reproduce.errors import ConfigError, InputError
-from reproduce.metrics.per_image import PerImageTracking, StatisticOnlyModel  # noqa: F401  (re-exported)
+from reproduce.metrics.per_image import PerImageTracking
 
 Explain = Callable[..., torch.Tensor]
 
