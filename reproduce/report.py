@@ -24,7 +24,8 @@ def main(cfg: DictConfig) -> None:
     from reproduce.checks import check_bool, check_choice
     from reproduce.errors import ConfigError
     from reproduce.runtime.report import build_report
-    from reproduce.runtime.validation import WANDB_MODES, reported_errors
+    from reproduce.runtime.cli_errors import reported_errors
+    from reproduce.runtime.validation import WANDB_MODES
 
     with reported_errors("reproduce.report"):
         claims = OmegaConf.to_container(cfg.claim_files) if cfg.claim_files is not None else None
@@ -37,6 +38,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    from reproduce.runtime.validation import run_entry_point
+    from reproduce.runtime.cli_errors import run_entry_point
 
-    run_entry_point(main, "reproduce.report")
+    run_entry_point(main, "reproduce.report", "report", __doc__)

@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 
 from reproduce.errors import ReproduceError
 from reproduce.runtime.evaluation import evaluate_cell
+from reproduce.viz.map_grid import load_overlay_maps
 
 N_TEST = 16
 BASE = [
@@ -59,7 +60,7 @@ def test_evaluate_cell_writes_result_overlays_and_wandb_run(compose):
     assert on_disk == json.loads(json.dumps(result))
     assert set(on_disk) == {"cell", "attributor", "metrics", "target", "samples", "selection", "requested_images",
                             "evaluated_images", "scalars", "directions", "curves", "world_size", "overlay_indices",
-                            "finished_at"}
+                            "finished_at", "per_image"}
     # samples=all without per_class: the first eval_images (null: every) test image, no prediction pass
     assert on_disk["selection"] == {"samples": "all", "eval_images": None, "per_class": None, "seed": 0,
                                     "order": "first", "pool": N_TEST, "scanned": 0, "chosen": N_TEST}
@@ -102,10 +103,33 @@ def test_evaluate_cell_writes_result_overlays_and_wandb_run(compose):
     runs = glob.glob(os.path.join(out, "wandb", "offline-run-*", "run-*.wandb"))
     assert len(runs) == 1 and os.path.getsize(runs[0]) > 0 and on_disk["cell"]["identity"] in runs[0]
 
-    # Same identity: read back, not recomputed (the file is untouched).
+    _per_image_states_give_the_reported_numbers(on_disk, out, preds == labels)
+    assert [o["index"] for o in load_overlay_maps(os.path.join(out, "maps.npz"))] == list(range(8))
+
+    # Same identity: read back, not recomputed (the file is untouched), and its states still read.
     stamp = os.stat(os.path.join(out, "result.json")).st_mtime_ns
     assert evaluate_cell(cfg) == on_disk
     assert os.stat(os.path.join(out, "result.json")).st_mtime_ns == stamp
+    _per_image_states_give_the_reported_numbers(evaluate_cell(cfg), out, preds == labels)
+
+
+def _per_image_states_give_the_reported_numbers(result, cell_dir, correct):
+    """per_image.npz holds every metric's rows and the accuracy's (one per test image): the
+    statistic of all of them is each reported scalar, and intervals come out of the cell."""
+    from reproduce.runtime.intervals import PerImageStates, cell_interval
+
+    per_image = result["per_image"]
+    assert set(per_image) == {"pxap", "insertion", "deletion", "cost", "accuracy"}
+    assert all(e["states"] == "per_image.npz" and len(e["sha256"]) == 64 for e in per_image.values())
+    for key, value in result["scalars"].items():
+        label = key.split("/", 1)[0]
+        states = PerImageStates.from_result(result, label, cell_dir=cell_dir)
+        assert states.indices.tolist() == list(range(N_TEST)), key
+        assert states.estimate(key) == pytest.approx(value, rel=1e-9), key
+    accuracy = PerImageStates.from_result(result, "accuracy", cell_dir=cell_dir)
+    assert accuracy.states["accuracy"].tolist() == (100.0 * correct.double()).tolist()
+    interval = cell_interval([PerImageStates.from_result(result, "insertion", cell_dir=cell_dir)], "insertion/auc")
+    assert interval.defined and interval.low <= result["scalars"]["insertion/auc"] <= interval.high
 
 
 def test_target_and_sample_selection(compose):
@@ -203,6 +227,15 @@ def test_two_process_ddp_equals_one_process(reference, tmp_path):
     # Overlays: the same first images, gathered from both ranks (each holds every other image).
     assert two["overlay_indices"] == one["overlay_indices"] == list(range(6))
     assert os.path.getsize(tmp_path / "outputs" / "evaluate" / "two" / "overlays.png") > 10_000
+    # Per-image states: every image's rows gathered from both ranks, as one process keeps them.
+    import numpy as np
+
+    with np.load(root / "outputs" / "evaluate" / "one" / "per_image.npz") as a, \
+            np.load(tmp_path / "outputs" / "evaluate" / "two" / "per_image.npz") as b:
+        assert sorted(a.files) == sorted(b.files) and a["accuracy/indices"].tolist() == list(range(48))
+        for key in a.files:
+            if not key.startswith("cost/"):  # measured wall time
+                assert np.allclose(a[key], b[key], atol=1e-6), key
 
 
 @pytest.mark.slow
@@ -263,8 +296,17 @@ def test_sampled_images_pass_the_filter_and_are_recorded(compose):
     selection = result["selection"]
     assert (selection["samples"], selection["eval_images"], selection["per_class"], selection["seed"]) == ("correct", 3, 1, 5)
     assert selection["order"] == "seeded" and selection["chosen"] == len(chosen) and selection["pool"] == N_TEST
-    # Accuracy: over the images the prediction pass visited, not over the (all correct) chosen ones.
+    # Accuracy: over the images the prediction pass visited, not over the (all correct) chosen ones,
+    # and so are its per-image rows.
     assert result["scalars"]["accuracy"] == pytest.approx(selection["scanned_accuracy"]) and result["scalars"]["accuracy"] < 100
+    from reproduce.runtime.intervals import PerImageStates
+
+    accuracy = PerImageStates.from_result(result, "accuracy", cell_dir=str(cfg.paths.output_dir))
+    assert accuracy.indices.size == selection["scanned"] > len(chosen)
+    assert accuracy.estimate("accuracy") == pytest.approx(result["scalars"]["accuracy"])
+    assert all(accuracy.states["accuracy"][list(accuracy.indices).index(i)] == 100 for i in chosen)
+    energy = PerImageStates.from_result(result, "energy_pointing_game", cell_dir=str(cfg.paths.output_dir))
+    assert energy.indices.tolist() == sorted(chosen)  # the metrics' rows: the explained images
 
 
 def _loader(n=8, batch=4):
@@ -372,3 +414,91 @@ def test_lightning_banner_is_quiet_unless_verbose():
             warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated", DeprecationWarning)
     assert [str(w.message) for w in seen] == ["something the user must see", "`isinstance(treespec, LeafSpec)` is deprecated"]
     assert logging.getLogger("lightning.pytorch").level == before  # restored
+
+
+def test_the_stability_figure_explains_only_the_references_metrics_explain_with(cnn):
+    """A reference that only scores a metric (``scorer: "@indep"``) is never explained: neither for
+    the metrics nor for the stability side-by-side (the figure shows model b alone)."""
+    from unittest import mock
+
+    from reproduce.attributors.base import Attributor
+    from reproduce.lit.evaluation import AttributionEvaluation, explained_references
+    from reproduce.models import create_model
+
+    torch.manual_seed(1)
+    other, independent = create_model("resnet10t_os16", num_classes=6).eval(), create_model("resnet10t_os16", num_classes=6).eval()
+    metrics = {"ins": {"name": "insertion", "steps": 4, "scorer": "@indep"}, "ssim": {"name": "ssim_stability", "other": "@b"}}
+    assert explained_references({**metrics, "mege": {"name": "mege", "others": ["@c", "@b"]}}) == ["b", "c"]
+    module = AttributionEvaluation(cnn, "saliency", metrics=metrics, reference_models={"indep": independent, "b": other},
+                                   num_overlays=4)
+    calls = {}
+    real = Attributor.attribute
+
+    def counted(self, inputs, target=None):
+        calls[id(self.model)] = calls.get(id(self.model), 0) + 1
+        return real(self, inputs, target)
+
+    with mock.patch.object(Attributor, "attribute", counted):
+        _trainer().test(module, dataloaders=_loader(), verbose=False)
+    assert id(independent) not in calls and calls[id(other)] == 2
+    assert list(module.figure_references) == ["b"] and all(o["references"].shape[0] == 1 for o in module._overlays)
+
+
+def _masked_loader(bad=None):
+    g = torch.Generator().manual_seed(4)
+    items = []
+    for i in range(8):
+        mask = torch.zeros(64, 64)
+        mask[8 * (i % 4):8 * (i % 4) + 20, 10:40] = 1.0
+        if i == bad:
+            mask[0, 0] = 0.5  # not a mask: the oracle refuses this image alone
+        items.append({"image": torch.randn(3, 64, 64, generator=g), "label": i % 6, "index": 100 + i, "mask": mask})
+    return DataLoader(items, batch_size=4)
+
+
+def test_the_oracle_mask_control_gets_the_masks_and_fails_early_without_them(cnn):
+    from reproduce.errors import ConfigError
+    from reproduce.lit.evaluation import AttributionEvaluation
+
+    metrics = {"energy": {"name": "energy_pointing_game"}, "pg": {"name": "pointing_game"}}
+    module = AttributionEvaluation(cnn, "oracle_mask", metrics=metrics, num_overlays=0)
+    with pytest.raises(ConfigError, match="oracle_mask attributor explains with the ground-truth masks; the 'toy' test split has none"):
+        module.check_available({"explain"}, source="the 'toy' test split")
+    module.check_available({"explain", "masks"}, source="the 'toy' test split")
+    _trainer().test(module, dataloaders=_masked_loader(), verbose=False)
+    assert module.result["scalars"]["energy/energy"] == pytest.approx(1.0) and module.result["scalars"]["pg/accuracy"] == 1.0
+    # The per-image retry that names the failing image hands each image its own mask.
+    failing = AttributionEvaluation(cnn, "oracle_mask", metrics=metrics, num_overlays=0)
+    with pytest.raises(ReproduceError, match=r"dataset index \[106\] \(test batch 1"):
+        _trainer().test(failing, dataloaders=_masked_loader(bad=6), verbose=False)
+
+
+def test_a_killed_write_never_leaves_a_result_without_its_states(cnn, tmp_path, monkeypatch):
+    """per_image.npz and maps.npz are written before result.json (the commit marker): a run killed
+    between them leaves no result; a result never reads the states of another, interrupted run."""
+    import reproduce.lit.evaluation as evaluation
+    from reproduce.errors import DataError
+    from reproduce.runtime.intervals import PerImageStates
+
+    def module():
+        return evaluation.AttributionEvaluation(cnn, "saliency", metrics={"ins": {"name": "insertion", "steps": 4}},
+                                                result_path=str(tmp_path / "result.json"), num_overlays=2)
+
+    def killed(path, obj):
+        raise OSError("killed before result.json")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(evaluation, "atomic_write_json", killed)
+        with pytest.raises(OSError, match="killed"):
+            _trainer().test(module(), dataloaders=_loader(), verbose=False)
+    assert sorted(os.listdir(tmp_path)) == ["maps.npz", "overlays.png", "per_image.npz"]  # no result.json
+    _trainer().test(module(), dataloaders=_loader(), verbose=False)
+    result = json.load(open(tmp_path / "result.json"))
+    states = PerImageStates.from_result(result, "ins", cell_dir=str(tmp_path))
+    assert states.estimate("ins/auc") == pytest.approx(result["scalars"]["ins/auc"], rel=1e-9)
+    other = evaluation.AttributionEvaluation(cnn, "gradcam", metrics={"ins": {"name": "insertion", "steps": 4}},
+                                             result_path=str(tmp_path / "later" / "result.json"), num_overlays=0)
+    _trainer().test(other, dataloaders=_loader(), verbose=False)
+    os.replace(tmp_path / "later" / "per_image.npz", tmp_path / "per_image.npz")  # a later run's states, its result lost
+    with pytest.raises(DataError, match="is not the file this result wrote"):
+        PerImageStates.from_result(result, "ins", cell_dir=str(tmp_path))

@@ -6,8 +6,10 @@ reduces them); ``on_test_epoch_end`` logs scalars, curves and an overlay grid, a
 file per (model, attributor, dataset) cell atomically.
 
 Memory is bounded whatever the test set size: metrics keep fixed-size sum states (histograms,
-curve sums), maps are dropped after each batch, and only the first ``num_overlays`` images are kept
-for the figure. Under DDP every rank sees a disjoint shard (no padding duplicates), metric states are
+curve sums) plus a few numbers per image (their per-image states, from which bootstrap intervals are
+computed: ``per_image.npz``, :mod:`reproduce.lit.cell_states`), maps are dropped after each batch, and
+only the first ``num_overlays`` images are kept for the figures (``overlays.png``, and ``maps.npz``
+for the table's maps grid). Under DDP every rank sees a disjoint shard (no padding duplicates), metric states are
 summed across ranks, the overlays are gathered and ordered by dataset index, and only rank 0 writes
 files, so the result equals a single-process run up to float summation order.
 
@@ -19,7 +21,7 @@ defaults to the explained model. A metric may name its own scorer among the refe
 
 Maps are computed once per (model, images) within a test step: the batch's maps, and those that
 stability metrics and the stability figure ask for again (the same images explained by a reference
-model), are kept in a small per-batch cache (:class:`MapCache`).
+model), are kept in a small per-batch cache (:class:`~reproduce.lit.map_cache.MapCache`).
 """
 
 from __future__ import annotations
@@ -40,37 +42,24 @@ from reproduce.metrics import AttributionBatch, create_metric
 from reproduce.metrics.cost import cost_extras
 from reproduce.models import ModelAdapter
 from reproduce.atomic import atomic_write_json
+from reproduce.lit.cell_states import MAPS_FILE, PER_IMAGE_FILE, ImageAccuracy, accuracy_rows, metric_options, write_per_image
+from reproduce.lit.map_cache import MapCache
+from reproduce.viz.map_grid import save_overlay_maps
 from reproduce.viz.overlays import overlay_grid, stability_grid
 
 SAMPLE_CHOICES = ("all", "correct", "misclassified")
 TARGET_CHOICES = ("label", "prediction")
 
 
-class MapCache:
-    """Maps computed in the current test step, per model: a request for the same images (or their
-    leading rows: a map never depends on its batch-mates) with the same targets is answered from here
-    instead of explaining again. Holds at most ``size`` entries; cleared at every batch."""
-
-    def __init__(self, size: int = 8):
-        self.size = size
-        self.entries: list[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]] = []
-        self.hits = 0
-
-    def clear(self) -> None:
-        self.entries.clear()
-
-    def get(self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor | None:
-        n = images.shape[0]
-        for key, seen, seen_targets, maps in self.entries:
-            if (key == id(model) and seen.shape[0] >= n and seen.shape[1:] == images.shape[1:]
-                    and torch.equal(seen[:n], images) and torch.equal(seen_targets[:n], targets)):
-                self.hits += 1
-                return maps[:n]
-        return None
-
-    def put(self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor, maps: torch.Tensor) -> None:
-        self.entries.append((id(model), images, targets, maps.detach()))
-        del self.entries[:-self.size]
+def explained_references(specs: dict[str, dict[str, Any]]) -> list[str]:
+    """Names of the reference models (``"@name"``) the metrics explain with, in order of mention: every
+    reference a metric option names, except a metric's ``scorer`` (a model that only scores)."""
+    names: list[str] = []
+    for spec in specs.values():
+        for key, value in spec.items():
+            values = value if isinstance(value, (list, tuple)) else [value]
+            names += [v[1:] for v in values if key != "scorer" and isinstance(v, str) and v.startswith("@") and v[1:] not in names]
+    return names
 
 
 class AttributionEvaluation(L.LightningModule):
@@ -114,7 +103,14 @@ class AttributionEvaluation(L.LightningModule):
         self.attributor = create(attributor, self.explained, **self.attributor_options)
         self._reference_attributors: dict[int, Any] = {}
         self.metric_specs = {k: dict(v) for k, v in (metrics or {}).items()}
+        if "accuracy" in self.metric_specs:
+            raise ConfigError("The metric label 'accuracy' is the accuracy column's (scalars and per-image states); "
+                              "label the metric otherwise, e.g. 'pointing_accuracy'.")
         self.metrics = nn.ModuleDict({label: self._build_metric(label, spec) for label, spec in self.metric_specs.items()})
+        # The stability figure shows the maps of the reference models that metrics explain with; a
+        # reference that only scores a metric (``scorer: "@name"``) is never explained.
+        self.figure_references = {name: self.references[name] for name in explained_references(self.metric_specs)
+                                  if name in self.references}
         self.target = target
         self.samples = samples
         self.result_path = result_path
@@ -122,18 +118,23 @@ class AttributionEvaluation(L.LightningModule):
         self.num_overlays = num_overlays
         num_classes = ModelAdapter(self.explained).num_classes
         self.accuracy = MulticlassAccuracy(num_classes, average="micro") if num_classes else None
+        self.image_accuracy = ImageAccuracy()  # the accuracy's per-image rows (its interval)
         self.register_buffer("evaluated", torch.zeros((), dtype=torch.long), persistent=False)
         self._overlays: list[dict[str, Any]] = []
         self.maps_cache = MapCache()
         self.selection: dict[str, Any] = {}
         self.selection_accuracy: float | None = None
+        self.selection_visited: list[tuple[int, bool]] | None = None
+        self.seen = 0  # test images this process's loop has seen (index fallback for datasets without one)
         self.result: dict[str, Any] | None = None
 
-    def set_selection(self, record: dict[str, Any], accuracy: float | None = None) -> None:
+    def set_selection(self, record: dict[str, Any], accuracy: float | None = None,
+                      visited: list[tuple[int, bool]] | None = None) -> None:
         """How the runner chose the test images (recorded in the result); ``accuracy``: top-1 (%) of a
-        prediction pass over the images it visited, reported as the accuracy when the chosen images
-        were filtered by correctness (they then all pass the filter)."""
-        self.selection, self.selection_accuracy = dict(record), accuracy
+        prediction pass over the images it visited (``visited``: their dataset index and correctness),
+        reported as the accuracy when the chosen images were filtered by correctness (they then all
+        pass the filter)."""
+        self.selection, self.selection_accuracy, self.selection_visited = dict(record), accuracy, visited
 
     @property
     def requirements(self) -> set[str]:
@@ -141,7 +142,11 @@ class AttributionEvaluation(L.LightningModule):
         return {r for metric in self.metrics.values() for r in metric.requires}
 
     def check_available(self, available: set[str], source: str) -> None:
-        """Fail before the test loop when the data cannot feed a metric."""
+        """Fail before the test loop when the data cannot feed a metric, or the attributor (the
+        ``oracle_mask`` control needs the ground truth)."""
+        if getattr(self.attributor, "needs_masks", False) and "masks" not in available:
+            raise ConfigError(f"The {self.attributor_name} attributor explains with the ground-truth masks; {source} has "
+                              "none. Evaluate it on a dataset with masks (e.g. the synthetic benchmark).")
         for metric in self.metrics.values():
             metric.check_available(available, source=source)
 
@@ -187,12 +192,13 @@ class AttributionEvaluation(L.LightningModule):
         self.maps_cache.put(model, images, targets, maps)
         return maps
 
-    def _select(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Rows to evaluate and the classes to explain."""
+    def _select(self, images: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rows to evaluate and the classes to explain (``indices``: dataset indices of the batch)."""
         with torch.no_grad():
             preds = self.explained(images).argmax(-1)
         if self.accuracy is not None:
             self.accuracy.update(preds, labels)
+            self.image_accuracy.add(preds == labels, indices)
         keep = torch.ones_like(labels, dtype=torch.bool)
         if self.samples == "correct":
             keep = preds == labels
@@ -201,19 +207,23 @@ class AttributionEvaluation(L.LightningModule):
         targets = labels if self.target == "label" else preds
         return keep, targets
 
-    def _attribute_naming_culprits(self, images: torch.Tensor, targets: torch.Tensor,
-                                   indices: torch.Tensor, batch_idx: int) -> torch.Tensor:
+    def _attribute_naming_culprits(self, images: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor,
+                                   batch_idx: int, masks: torch.Tensor | None = None) -> torch.Tensor:
         """The batch's maps; on failure (NaN/Inf map, bad input) the error names the dataset index of
-        every image that fails on its own (maps never depend on batch-mates, so this finds them)."""
+        every image that fails on its own (maps never depend on batch-mates, so this finds them).
+        An attributor with ``needs_masks`` (the ``oracle_mask`` control) is given the masks."""
+        def masks_of(rows: slice) -> dict[str, Any]:
+            return {"masks": None if masks is None else masks[rows]} if getattr(self.attributor, "needs_masks", False) else {}
+
         try:
             with torch.enable_grad():
-                return self.attributor.attribute(images, targets)
+                return self.attributor.attribute(images, targets, **masks_of(slice(None)))
         except ReproduceError as err:
             culprits = []
             for i in range(len(images)):
                 try:
                     with torch.enable_grad():
-                        self.attributor.attribute(images[i:i + 1], targets[i:i + 1])
+                        self.attributor.attribute(images[i:i + 1], targets[i:i + 1], **masks_of(slice(i, i + 1)))
                 except ReproduceError:
                     culprits.append(int(indices[i]))
             raise type(err)(
@@ -223,25 +233,26 @@ class AttributionEvaluation(L.LightningModule):
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         images, labels = batch["image"], batch["label"]
-        keep, targets = self._select(images, labels)
+        if "index" in batch:
+            every = batch["index"]
+        else:  # datasets without an index column: position in this process's stream
+            every = self.seen + torch.arange(len(labels), device=images.device)
+        self.seen += len(labels)
+        keep, targets = self._select(images, labels, every)
         if not bool(keep.any()):
             return
         rows = keep.nonzero().flatten()
-        images, labels, targets = images[rows], labels[rows], targets[rows]
-        if "index" in batch:
-            indices = batch["index"][rows]
-        else:  # datasets without an index column: position in this process's stream
-            indices = int(self.evaluated) + torch.arange(len(rows), device=images.device)
+        images, labels, targets, indices = images[rows], labels[rows], targets[rows], every[rows]
+        masks = batch["mask"][rows] if "mask" in batch else None
         self.maps_cache.clear()
-        maps = self._attribute_naming_culprits(images, targets, indices, batch_idx)
+        maps = self._attribute_naming_culprits(images, targets, indices, batch_idx, masks)
         self.maps_cache.put(self.explained, images, targets, maps)
         extra = {k: v[rows] for k, v in batch.items() if k.startswith(("images_", "object_"))}
         extra.update(cost_extras(self.attributor.last_cost, device=images.device))
         extra.update(getattr(self.attributor, "last_extras", lambda: {})())
         ab = AttributionBatch(
             images=images, labels=labels, targets=targets, maps=maps.detach(),
-            masks=batch["mask"][rows] if "mask" in batch else None,
-            indices=batch["index"][rows] if "index" in batch else None,
+            masks=masks, indices=indices,
             extra={**extra, **({"parts": batch["parts"][rows]} if "parts" in batch else {})},
         )
         for metric in self.metrics.values():
@@ -250,9 +261,9 @@ class AttributionEvaluation(L.LightningModule):
         if len(self._overlays) < self.num_overlays:
             take = min(self.num_overlays - len(self._overlays), len(rows))
             denormalize = ModelAdapter(self.explained).data_config.denormalize
-            # Stability side-by-side: the same images explained by each reference model.
+            # Stability side-by-side: the same images explained by each reference model a metric explains with.
             references = [self.explain(images[:take], targets[:take], model=m).detach().cpu()
-                          for m in self.references.values()]
+                          for m in self.figure_references.values()]
             for i in range(take):
                 self._overlays.append({
                     "image": denormalize(images[i]).clamp(0, 1).detach().cpu(),
@@ -277,7 +288,7 @@ class AttributionEvaluation(L.LightningModule):
         n = self.num_overlays
         image = torch.zeros(n, c, h, w, device=self.device)
         amap = torch.zeros(n, h, w, device=self.device)
-        refs = torch.zeros(n, len(self.references), h, w, device=self.device)
+        refs = torch.zeros(n, len(self.figure_references), h, w, device=self.device)
         mask = torch.zeros(n, h, w, device=self.device)
         meta = torch.full((n, 4), -1, dtype=torch.long, device=self.device)  # valid, index, label, has_mask
         for i, o in enumerate(self._overlays):
@@ -290,7 +301,7 @@ class AttributionEvaluation(L.LightningModule):
         image, amap, refs, mask, meta = (self.all_gather(t).flatten(0, 1).cpu() for t in (image, amap, refs, mask, meta))
         valid = (meta[:, 0] == 1).nonzero().flatten()
         order = valid[meta[valid, 1].argsort()][:n]
-        return [{"image": image[i], "map": amap[i], "references": refs[i] if self.references else None,
+        return [{"image": image[i], "map": amap[i], "references": refs[i] if self.figure_references else None,
                  "mask": mask[i].bool() if meta[i, 3] == 1 else None,
                  "label": int(meta[i, 2]), "index": int(meta[i, 1])} for i in order.tolist()]
 
@@ -315,6 +326,7 @@ class AttributionEvaluation(L.LightningModule):
                         directions[full] = metric.directions[key]
                 else:
                     curves[full] = value.detach().cpu().tolist()
+        per_image = self._per_image(evaluated)
         overlays = self._gathered_overlays()
         self.result = {
             "cell": self.cell,
@@ -332,11 +344,35 @@ class AttributionEvaluation(L.LightningModule):
             "world_size": self.trainer.world_size,
             "overlay_indices": [o["index"] for o in overlays],  # dataset indices of the images in overlays.png
             "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "per_image": per_image,
         }
         if self.trainer.is_global_zero:
+            # per_image.npz and maps.npz first: result.json, written last, is the commit marker.
+            if self.result_path and per_image:
+                self.result["per_image"] = write_per_image(os.path.join(os.path.dirname(self.result_path), PER_IMAGE_FILE),
+                                                           per_image)
             self._log_result(scalars, curves, overlays)
             if self.result_path:
                 atomic_write_json(self.result_path, self.result)
+
+    def _per_image(self, evaluated: int) -> dict[str, dict[str, Any]]:
+        """Every metric's per-image states (:mod:`reproduce.lit.cell_states`) and the accuracy's, over
+        the images the reported accuracy counts. Collective under DDP: every rank calls it."""
+        out = {}
+        for label, metric in self.metrics.items():
+            record = metric.per_image_record(metric_options(self.metric_specs[label])) if evaluated else None
+            if record is not None:
+                out[label] = record
+        if self.accuracy is None:
+            return out
+        if self.samples != "all" and self.selection_accuracy is not None:  # the sampler's prediction pass
+            if self.selection_visited:
+                out["accuracy"] = {**accuracy_rows(self.selection_visited), "statistic": "mean"}
+        else:
+            states = self.image_accuracy.per_image_states()
+            out["accuracy"] = {"indices": states["indices"].tolist(),
+                               "states": {k: v.tolist() for k, v in states["states"].items()}, "statistic": "mean"}
+        return out
 
     def _log_result(self, scalars: dict[str, float], curves: dict[str, list[float]],
                     overlays: list[dict[str, Any]]) -> None:
@@ -344,9 +380,11 @@ class AttributionEvaluation(L.LightningModule):
         if overlays and self.result_path:
             figure_path = os.path.join(os.path.dirname(self.result_path), "overlays.png")
             overlay_grid(overlays, title=f"{self.attributor_name}", path=figure_path)
-            if self.references:
+            save_overlay_maps(os.path.join(os.path.dirname(self.result_path), MAPS_FILE), overlays)  # the table's maps grid
+            if self.figure_references:
                 stability_path = os.path.join(os.path.dirname(self.result_path), "stability.png")
-                stability_grid(overlays, ["explained", *self.references], title=self.attributor_name, path=stability_path)
+                stability_grid(overlays, ["explained", *self.figure_references], title=self.attributor_name,
+                               path=stability_path)
         for logger in self.loggers:
             logger.log_metrics({f"eval/{k}": v for k, v in scalars.items()})
             if type(logger).__name__ == "WandbLogger":

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-from reproduce.metrics.base import AttributionBatch, AttributionMetric
+from reproduce.metrics.base import AttributionBatch, AttributionMetric, ones
 from reproduce.metrics.registry import register_metric
 
 GINI_OFFSET = 1e-7
@@ -67,14 +67,17 @@ class Sparseness(AttributionMetric):
         self._add_sum("total")
         self._add_sum("zero_maps")
         self._add_sum("count")
+        self._track_per_image("total", "zero_maps", "count")  # 24 bytes per image
 
     def _update(self, batch: AttributionBatch, explain=None) -> None:
-        self._accumulate("total", gini_sparseness(batch.maps).sum())
-        self._accumulate("zero_maps", (batch.maps.flatten(1) == 0).all(1).double().sum())
-        self._accumulate("count", torch.tensor(float(batch.size)))
+        self._accumulate_rows({"total": gini_sparseness(batch.maps).double(),
+                               "zero_maps": (batch.maps.flatten(1) == 0).all(1).double(), "count": ones(batch)}, batch.indices)
 
     def _compute(self) -> dict[str, torch.Tensor]:
         return {"sparseness": self.total / self._require_samples(self.count), "zero_maps": self.zero_maps.clone()}
+
+    def _compute_batch(self, sums: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {"sparseness": sums["total"] / sums["count"], "zero_maps": sums["zero_maps"]}
 
 
 @register_metric("complexity")
@@ -91,12 +94,14 @@ class Complexity(AttributionMetric):
         self._add_sum("total")
         self._add_sum("zero_maps")
         self._add_sum("count")
+        self._track_per_image("total", "zero_maps", "count")  # 24 bytes per image
 
     def _update(self, batch: AttributionBatch, explain=None) -> None:
         values, zero = entropy_complexity(batch.maps)
-        self._accumulate("total", values.sum())
-        self._accumulate("zero_maps", zero.double().sum())
-        self._accumulate("count", torch.tensor(float(batch.size)))
+        self._accumulate_rows({"total": values.double(), "zero_maps": zero.double(), "count": ones(batch)}, batch.indices)
 
     def _compute(self) -> dict[str, torch.Tensor]:
         return {"complexity": self.total / self._require_samples(self.count), "zero_maps": self.zero_maps.clone()}
+
+    def _compute_batch(self, sums: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {"complexity": sums["total"] / sums["count"], "zero_maps": sums["zero_maps"]}

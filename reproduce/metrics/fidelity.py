@@ -35,7 +35,7 @@ from torch import nn
 
 from reproduce.errors import ConfigError
 from reproduce.checks import check_choice, check_fraction, check_int
-from reproduce.metrics.base import AttributionBatch, AttributionMetric, percent_key
+from reproduce.metrics.base import AttributionBatch, AttributionMetric, ones, percent_key
 from reproduce.metrics.perturbation_curves import (
     Perturber,
     check_fill,
@@ -128,6 +128,8 @@ class Fidelity(AttributionMetric):
         self._add_sum("correct", (1 + len(self.remove) + len(self.keep),))
         self._add_sum("selected", (len(self.remove) + len(self.keep),))
         self._add_sum("count")
+        # Per image: 8 x (2 F + 1) bytes for F fractions (56 for COMET's 3 removed + 1 kept).
+        self._track_per_image("correct", "selected", "count")
 
     def _keys(self) -> list[str]:
         return ["accuracy_clean", *[f"accuracy_remove_{percent_key(p)}" for p in self.remove],
@@ -156,12 +158,16 @@ class Fidelity(AttributionMetric):
         # Fraction of pixels each budget acts on: removed for `remove`, kept (visible) for `keep`.
         r = 1 + len(self.remove)
         acted = torch.cat([~visible[:, 1:r], visible[:, r:]], dim=1).flatten(2).double().mean(-1)
-        self._accumulate("correct", correct.double().sum(0))
-        self._accumulate("selected", acted.sum(0))
-        self._accumulate("count", torch.tensor(float(batch.size)))
+        self._accumulate_rows({"correct": correct.double(), "selected": acted, "count": ones(batch)}, batch.indices)
 
     def _compute(self) -> dict[str, torch.Tensor]:
         n = self._require_samples(self.count)
         out = {k: self.correct[i] / n for i, k in enumerate(self._keys())}
         out.update({k: self.selected[i] / n for i, k in enumerate(self._fraction_keys())})
+        return out
+
+    def _compute_batch(self, sums: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        n = sums["count"]
+        out = {k: sums["correct"][:, i] / n for i, k in enumerate(self._keys())}
+        out.update({k: sums["selected"][:, i] / n for i, k in enumerate(self._fraction_keys())})
         return out

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from reproduce.checks import check_choice
-from reproduce.metrics.base import AttributionBatch, AttributionMetric
+from reproduce.metrics.base import AttributionBatch, AttributionMetric, ones
 from reproduce.metrics.perturbation_curves import (
     Perturber,
     check_fill,
@@ -90,6 +90,10 @@ class _PixelCurve(AttributionMetric):
         self._add_sum("curve_sum", (self.steps + 1,))
         self._add_sum("x_sum", (self.steps + 1,))
         self._add_sum("count")
+        # Per image its curve and count: 8 x (steps + 2) bytes (96 at 10 steps). The x-axis is the
+        # same for every image (it depends on H x W only), so its sum is not tracked: the AUC reads
+        # the curve alone.
+        self._track_per_image("curve_sum", "count")
 
     @property
     def directions(self) -> dict[str, str]:
@@ -102,14 +106,16 @@ class _PixelCurve(AttributionMetric):
             baseline=self.baseline, score=self.score, max_batch=self.max_batch, blur_sigma=self.blur_sigma,
             indices=batch.indices,
         )
-        self._accumulate("curve_sum", scores.double().sum(0))
+        self._accumulate_rows({"curve_sum": scores.double(), "count": ones(batch)}, batch.indices)
         self._accumulate("x_sum", x * batch.size)
-        self._accumulate("count", torch.tensor(float(batch.size)))
 
     def _compute(self) -> dict[str, torch.Tensor]:
         n = self._require_samples(self.count)
         curve = self.curve_sum / n
         return {"auc": trapezoid_auc(curve), "curve": curve, "curve_x": self.x_sum / n}
+
+    def _compute_batch(self, sums: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {"auc": trapezoid_auc(sums["curve_sum"] / sums["count"][:, None])}
 
 
 @register_metric("insertion")

@@ -35,7 +35,8 @@ from torch import nn
 
 from reproduce.checks import check_choice, check_number
 from reproduce.errors import ConfigError
-from reproduce.metrics.base import EXPLAIN, AttributionBatch, AttributionMetric, Explain, describe_model
+from reproduce.metrics.base import EXPLAIN, AttributionBatch, AttributionMetric, Explain, describe_model, ones
+from reproduce.metrics.per_image import StatisticOnlyModel
 from reproduce.metrics.map_similarity import SIMILARITIES, check_similarities, map_similarity
 from reproduce.metrics.model_randomisation import BATCHNORM_RULES, MODES, LayerRandomiser, TOKEN_STD
 from reproduce.metrics.registry import register_metric
@@ -67,6 +68,10 @@ class SimilarityMetric(AttributionMetric):
                 self._add_sum(f"{kind}_full_sum")
         self._add_sum("undefined")
         self._add_sum("count")
+        # Per image 8 x (K (S + 1) + 2) bytes for K similarities over S steps (208 for 3 x 7 steps;
+        # 40 without steps).
+        full = [f"{kind}_full_sum" for kind in self.similarities] if steps is not None else []
+        self._track_per_image(*(f"{kind}_sum" for kind in self.similarities), *full, "undefined", "count")
         self._record(similarities=list(self.similarities), similarity_definitions=SIMILARITY_RECORD,
                      threshold=self.threshold, verdict_on=verdict_on,
                      verdict=f"passes = mean {verdict_on}{'_full' if steps is not None else ''} < {self.threshold}")
@@ -78,19 +83,25 @@ class SimilarityMetric(AttributionMetric):
 
     diagnostics = ("undefined",)
 
-    def _add_similarities(self, reference: torch.Tensor, maps: torch.Tensor, suffix: str = "_sum",
-                          step: int | None = None) -> None:
+    def _similarity_rows(self, reference: torch.Tensor, maps: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Per image ``[B]``: each similarity of ``maps`` to ``reference``, and how many were undefined."""
+        values, undefined = {}, torch.zeros(reference.shape[0], dtype=torch.float64, device=reference.device)
         for kind in self.similarities:
-            values, defined = map_similarity(reference, maps, kind)
-            name = f"{kind}{suffix}"
-            if step is None:
-                self._accumulate(name, values.sum())
-            else:
-                state = getattr(self, name).clone()
-                state[step] += values.sum().to(state)
-                setattr(self, name, state)
+            values[kind], defined = map_similarity(reference, maps, kind)
+            values[kind] = values[kind].double()
             if kind.startswith("spearman"):
-                self._accumulate("undefined", (~defined).double().sum())
+                undefined = undefined + (~defined).double()
+        return values, undefined
+
+    def _add_rows(self, batch: AttributionBatch, values: dict[str, torch.Tensor], undefined: torch.Tensor) -> None:
+        """One call for the step-free metrics: ``values[kind]`` ``[B]``."""
+        self._accumulate_rows({**{f"{k}_sum": v for k, v in values.items()}, "undefined": undefined, "count": ones(batch)},
+                              batch.indices)
+
+    def _scalars_batch(self, sums: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The step-free metrics' statistic of ``[R]`` sums (and RandomLogit's compute with ``R = 1``)."""
+        out = {kind: sums[f"{kind}_sum"] / sums["count"] for kind in self.similarities}
+        return {**out, "passes": self._verdict(out[self.verdict_on]), "undefined": sums["undefined"]}
 
     def _verdict(self, value: torch.Tensor) -> torch.Tensor:
         return (value < self.threshold).double()
@@ -112,36 +123,58 @@ class ModelRandomisation(SimilarityMetric):
         self.mode = check_choice("mode", mode, MODES)
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ConfigError(f"seed must be an integer >= 0, got {seed!r}.")
-        self.randomiser = LayerRandomiser(model, list(layers) if layers is not None else None, seed, batchnorm)
-        self._setup(similarities, threshold, verdict_on, steps=len(self.randomiser.steps))
+        if isinstance(model, StatisticOnlyModel):  # a statistic of stored states: only the steps' count matters
+            self.randomiser, names = None, list(layers or [])
+        else:
+            self.randomiser = LayerRandomiser(model, list(layers) if layers is not None else None, seed, batchnorm)
+            names = self.randomiser.names
+        self._setup(similarities, threshold, verdict_on, steps=len(names))
         self._record(mode=mode, seed=seed, batchnorm=batchnorm, batchnorm_rules=list(BATCHNORM_RULES),
-                     layers=self.randomiser.names, layer_rule="modules owning parameters (or the named blocks), top-down",
+                     layers=names, layer_rule="modules owning parameters (or the named blocks), top-down",
                      randomisation=f"reset_parameters() under a per-layer seed; other parameters N(0, {TOKEN_STD}^2)",
                      randomised="once per metric: every image sees the same randomised weights")
 
+    @classmethod
+    def for_statistic(cls, options, config):
+        """Without the model: the recorded layer names give the number of steps."""
+        return super().for_statistic({**options, "layers": list(config["layers"])}, config)
+
     def _update(self, batch: AttributionBatch, explain: Explain | None = None) -> None:
+        curves = {kind: torch.zeros(batch.size, self._steps, dtype=torch.float64, device=batch.maps.device)
+                  for kind in self.similarities}
+        undefined = torch.zeros(batch.size, dtype=torch.float64, device=batch.maps.device)
         for step, randomised in self.randomiser.models(self.mode):
             maps = self._explain(explain, batch.images, batch.targets, batch, model=randomised)
-            self._add_similarities(batch.maps, maps, step=step)
+            values, missing = self._similarity_rows(batch.maps, maps)
+            for kind in self.similarities:
+                curves[kind][:, step] = values[kind]
+            undefined = undefined + missing
             last = maps
         if self.mode == "independent":
             last = self._explain(explain, batch.images, batch.targets, batch, model=self.randomiser.fully_randomised())
-        self._add_similarities(batch.maps, last, suffix="_full_sum")
-        self._accumulate("count", torch.tensor(float(batch.size)))
+        full, missing = self._similarity_rows(batch.maps, last)
+        self._accumulate_rows({**{f"{k}_sum": curves[k] for k in self.similarities},
+                               **{f"{k}_full_sum": full[k] for k in self.similarities},
+                               "undefined": undefined + missing, "count": ones(batch)}, batch.indices)
 
     def _compute(self) -> dict[str, torch.Tensor]:
         n = self._require_samples(self.count)
         out: dict[str, torch.Tensor] = {}
-        steps = torch.arange(1, len(self.randomiser.steps) + 1, dtype=torch.float64)
+        steps = torch.arange(1, self._steps + 1, dtype=torch.float64)
         for kind in self.similarities:
             curve = getattr(self, f"{kind}_sum") / n
             out[kind] = curve
             out[f"{kind}_x"] = steps.to(curve.device)
-            out[f"{kind}_mean"] = curve.mean()
-            out[f"{kind}_full"] = getattr(self, f"{kind}_full_sum") / n
-        out["passes"] = self._verdict(out[f"{self.verdict_on}_full"])
-        out["undefined"] = self.undefined.clone()
-        return out
+        scalars = self._compute_batch({name: getattr(self, name)[None] for name in self._per_image_names})
+        return {**out, **{key: value[0] for key, value in scalars.items()}}
+
+    def _compute_batch(self, sums: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        n = sums["count"]
+        out = {}
+        for kind in self.similarities:
+            out[f"{kind}_mean"] = (sums[f"{kind}_sum"] / n[:, None]).mean(1)
+            out[f"{kind}_full"] = sums[f"{kind}_full_sum"] / n
+        return {**out, "passes": self._verdict(out[f"{self.verdict_on}_full"]), "undefined": sums["undefined"]}
 
 
 def other_classes(targets: torch.Tensor, indices: torch.Tensor, num_classes: int, seed: int) -> torch.Tensor:
@@ -178,15 +211,14 @@ class RandomLogit(SimilarityMetric):
             raise ConfigError("random_logit needs a classifier with at least two classes.")
         others = other_classes(batch.targets, batch.indices, self.num_classes, self.seed)
         maps = self._explain(explain, batch.images, others, batch)
-        self._add_similarities(batch.maps, maps)
-        self._accumulate("count", torch.tensor(float(batch.size)))
+        self._add_rows(batch, *self._similarity_rows(batch.maps, maps))
 
     def _compute(self) -> dict[str, torch.Tensor]:
-        n = self._require_samples(self.count)
-        out = {kind: getattr(self, f"{kind}_sum") / n for kind in self.similarities}
-        out["passes"] = self._verdict(out[self.verdict_on])
-        out["undefined"] = self.undefined.clone()
-        return out
+        self._require_samples(self.count)
+        return {key: value[0] for key, value in self._compute_batch({n: getattr(self, n)[None] for n in self._per_image_names}).items()}
+
+    def _compute_batch(self, sums: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return self._scalars_batch(sums)
 
 
 @register_metric("data_randomisation")
@@ -210,7 +242,7 @@ class DataRandomisation(SimilarityMetric):
 
     def _update(self, batch: AttributionBatch, explain: Explain | None = None) -> None:
         maps = self._explain(explain, batch.images, batch.targets, batch, model=self._other[0])
-        self._add_similarities(batch.maps, maps)
-        self._accumulate("count", torch.tensor(float(batch.size)))
+        self._add_rows(batch, *self._similarity_rows(batch.maps, maps))
 
     _compute = RandomLogit._compute
+    _compute_batch = RandomLogit._compute_batch

@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 
 from reproduce.checks import check_choice
-from reproduce.metrics.base import MASKS, AttributionBatch, AttributionMetric
+from reproduce.metrics.base import MASKS, AttributionBatch, AttributionMetric, ones
 from reproduce.metrics.perturbation_curves import rank_descending
 from reproduce.metrics.pxap import check_nonempty_masks
 from reproduce.metrics.registry import register_metric
@@ -70,16 +70,18 @@ class RelevanceMassAccuracy(AttributionMetric):
         self._add_sum("total")
         self._add_sum("no_relevance")
         self._add_sum("count")
+        self._track_per_image("total", "no_relevance", "count")  # 24 bytes per image
 
     def _update(self, batch: AttributionBatch, explain=None) -> None:
         check_nonempty_masks(batch)
         values, has = relevance_mass(batch.maps, batch.masks, self.relevance)
-        self._accumulate("total", values.sum())
-        self._accumulate("no_relevance", (~has).double().sum())
-        self._accumulate("count", torch.tensor(float(batch.size)))
+        self._accumulate_rows({"total": values.double(), "no_relevance": (~has).double(), "count": ones(batch)}, batch.indices)
 
     def _compute(self) -> dict[str, torch.Tensor]:
         return {"mass_accuracy": self.total / self._require_samples(self.count), "no_relevance": self.no_relevance.clone()}
+
+    def _compute_batch(self, sums: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {"mass_accuracy": sums["total"] / sums["count"], "no_relevance": sums["no_relevance"]}
 
 
 @register_metric("relevance_rank_accuracy")
@@ -96,11 +98,15 @@ class RelevanceRankAccuracy(AttributionMetric):
                      ties="raster order (stable sort)")
         self._add_sum("total")
         self._add_sum("count")
+        self._track_per_image("total", "count")  # 16 bytes per image
 
     def _update(self, batch: AttributionBatch, explain=None) -> None:
         check_nonempty_masks(batch)
-        self._accumulate("total", relevance_rank(batch.maps, batch.masks, self.relevance).sum())
-        self._accumulate("count", torch.tensor(float(batch.size)))
+        self._accumulate_rows({"total": relevance_rank(batch.maps, batch.masks, self.relevance).double(),
+                               "count": ones(batch)}, batch.indices)
 
     def _compute(self) -> dict[str, torch.Tensor]:
         return {"rank_accuracy": self.total / self._require_samples(self.count)}
+
+    def _compute_batch(self, sums: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {"rank_accuracy": sums["total"] / sums["count"]}

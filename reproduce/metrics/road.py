@@ -36,7 +36,7 @@ from torch import nn
 
 from reproduce.checks import check_choice
 from reproduce.errors import ConfigError
-from reproduce.metrics.base import AttributionBatch, AttributionMetric, check_finite
+from reproduce.metrics.base import AttributionBatch, AttributionMetric, check_finite, ones
 from reproduce.metrics.perturbation_curves import SCORES, rank_descending, target_scores
 from reproduce.metrics.registry import register_metric
 from reproduce.metrics.sample_rng import sample_seed
@@ -153,6 +153,7 @@ class ROAD(AttributionMetric):
         self._add_sum("lerf_sum", (p,))
         self._add_sum("clean_sum")
         self._add_sum("count")
+        self._track_per_image("morf_sum", "lerf_sum", "clean_sum", "count")  # 8 x (2 P + 2) bytes: 160 at P = 9
 
     def _update(self, batch: AttributionBatch, explain=None) -> None:
         p = len(self.percentages)
@@ -164,10 +165,8 @@ class ROAD(AttributionMetric):
         check_finite(logits, batch.indices, "Model outputs on ROAD-imputed images", "check the model on these samples")
         classes = batch.labels if self.score == "accuracy" else batch.targets
         scores = target_scores(logits, classes, self.score).double()
-        self._accumulate("clean_sum", scores[:, 0].sum())
-        self._accumulate("morf_sum", scores[:, 1:p + 1].sum(0))
-        self._accumulate("lerf_sum", scores[:, p + 1:].sum(0))
-        self._accumulate("count", torch.tensor(float(batch.size)))
+        self._accumulate_rows({"clean_sum": scores[:, 0], "morf_sum": scores[:, 1:p + 1], "lerf_sum": scores[:, p + 1:],
+                               "count": ones(batch)}, batch.indices)
 
     def _compute(self) -> dict[str, torch.Tensor]:
         n = self._require_samples(self.count)
@@ -175,3 +174,9 @@ class ROAD(AttributionMetric):
         x = torch.tensor(self.percentages, dtype=torch.float64, device=morf.device)
         return {"morf": morf, "morf_x": x, "lerf": lerf, "lerf_x": x.clone(), "morf_mean": morf.mean(),
                 "lerf_mean": lerf.mean(), "combined": (lerf.mean() - morf.mean()) / 2, "clean": self.clean_sum / n}
+
+    def _compute_batch(self, sums: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        n = sums["count"]
+        morf, lerf = (sums[k] / n[:, None] for k in ("morf_sum", "lerf_sum"))
+        return {"morf_mean": morf.mean(1), "lerf_mean": lerf.mean(1), "combined": (lerf.mean(1) - morf.mean(1)) / 2,
+                "clean": sums["clean_sum"] / n}

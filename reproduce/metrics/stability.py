@@ -46,7 +46,7 @@ from torch import nn
 
 from reproduce.errors import ConfigError, InputError
 from reproduce.checks import check_choice
-from reproduce.metrics.base import EXPLAIN, EXTRA, AttributionBatch, AttributionMetric, Explain, describe_model
+from reproduce.metrics.base import EXPLAIN, EXTRA, AttributionBatch, AttributionMetric, Explain, describe_model, ones
 from reproduce.metrics.mu_fidelity import average_ranks
 from reproduce.metrics.pxap import normalize_01
 from reproduce.metrics.registry import register_metric
@@ -88,6 +88,39 @@ def map_distance(a: torch.Tensor, b: torch.Tensor, distance: str = "l2", normali
     return (na - nb).flatten(1).norm(dim=1)
 
 
+def pair_distances(maps: Sequence[torch.Tensor], predictions: torch.Tensor, labels: torch.Tensor, distance: str = "l2",
+                   normalization: str = "minmax", held_out_by: torch.Tensor | None = None
+                   ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Per model pair (in :func:`itertools.combinations` order): ``(counted [B], same [B], d [B])``:
+    whether the pair counts for each image (at least one of the two correct, and the image held out
+    by one of them under ``held_out_by``), whether both predict the same class, and the distance of
+    their maps (NaN where it is not counted or undefined)."""
+    out = []
+    for i, j in combinations(range(len(maps)), 2):
+        pair = torch.ones_like(labels, dtype=torch.bool)
+        if held_out_by is not None:
+            pair = (held_out_by == i) | (held_out_by == j)
+        counted = pair & ((predictions[i] == labels) | (predictions[j] == labels))
+        d = torch.full(labels.shape, float("nan"), dtype=torch.float64, device=labels.device)
+        if bool(counted.any()):
+            d[counted] = map_distance(maps[i][counted], maps[j][counted], distance, normalization).double()
+        out.append((counted, predictions[i] == predictions[j], d))
+    return out
+
+
+def mege_rows(pairs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Each image's contribution ``[B]`` to MeGe's sums: the summed ``S=`` distances, the number of
+    ``S=`` and ``S!=`` distances, and of undefined (left out) distances, over the model pairs."""
+    rows = {name: torch.zeros_like(pairs[0][2]) for name in ("distance_sum", "pairs", "pairs_unequal", "undefined")}
+    for counted, same, d in pairs:
+        defined = counted & torch.isfinite(d)
+        rows["distance_sum"] += torch.where(defined & same, d, torch.zeros_like(d))
+        rows["pairs"] += (defined & same).double()
+        rows["pairs_unequal"] += (defined & ~same).double()
+        rows["undefined"] += (counted & ~defined).double()
+    return rows
+
+
 def mege_pairs(maps: Sequence[torch.Tensor], predictions: torch.Tensor, labels: torch.Tensor, distance: str = "l2",
                normalization: str = "minmax", held_out_by: torch.Tensor | None = None
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -97,23 +130,16 @@ def mege_pairs(maps: Sequence[torch.Tensor], predictions: torch.Tensor, labels: 
     ``held_out_by``: ``[B]`` index of the model that did not train on each image, or ``None`` (test
     images: every pair counts). Undefined distances (Spearman of a constant map) are left out.
     """
-    eq, ne = [], []
-    undefined = torch.zeros((), dtype=torch.float64, device=labels.device)
-    for i, j in combinations(range(len(maps)), 2):
-        pair = torch.ones_like(labels, dtype=torch.bool)
-        if held_out_by is not None:
-            pair = (held_out_by == i) | (held_out_by == j)
-        counted = pair & ((predictions[i] == labels) | (predictions[j] == labels))
-        if not bool(counted.any()):
-            continue
-        d = map_distance(maps[i][counted], maps[j][counted], distance, normalization)
-        same = (predictions[i] == predictions[j])[counted]
-        defined = torch.isfinite(d)
-        undefined = undefined + (~defined).sum()
-        eq.append(d[same & defined])
-        ne.append(d[~same & defined])
-    empty = torch.zeros(0, dtype=torch.float64, device=labels.device)
-    return (torch.cat(eq) if eq else empty), (torch.cat(ne) if ne else empty), undefined
+    return _distance_sets(pair_distances(maps, predictions, labels, distance, normalization, held_out_by))
+
+
+def _distance_sets(pairs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    eq = [d[counted & same & torch.isfinite(d)] for counted, same, d in pairs]
+    ne = [d[counted & ~same & torch.isfinite(d)] for counted, same, d in pairs]
+    undefined = sum(float((counted & ~torch.isfinite(d)).sum()) for counted, _, d in pairs)
+    device = pairs[0][2].device if pairs else None
+    empty = torch.zeros(0, dtype=torch.float64, device=device)
+    return (torch.cat(eq) if eq else empty), (torch.cat(ne) if ne else empty), torch.tensor(undefined, dtype=torch.float64, device=device)
 
 
 def reco_score(s_eq: torch.Tensor, s_ne: torch.Tensor) -> torch.Tensor:
@@ -158,15 +184,18 @@ class SSIMStability(AttributionMetric):
                      ssim="data_range=1, gaussian sigma=1.5, population covariance")
         self._add_sum("ssim_sum")
         self._add_sum("count")
+        self._track_per_image("ssim_sum", "count")  # 16 bytes per image
 
     def _update(self, batch: AttributionBatch, explain: Explain | None = None) -> None:
         other_maps = self._explain(explain, batch.images, batch.targets, batch, model=self._others[0])
         values = ssim_stability(batch.maps, other_maps)
-        self._accumulate("ssim_sum", values.sum())
-        self._accumulate("count", torch.tensor(float(batch.size)))
+        self._accumulate_rows({"ssim_sum": values.double(), "count": ones(batch)}, batch.indices)
 
     def _compute(self) -> dict[str, torch.Tensor]:
         return {"ssim": 100 * self.ssim_sum / self._require_samples(self.count)}
+
+    def _compute_batch(self, sums: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {"ssim": 100 * sums["ssim_sum"] / sums["count"]}
 
 
 POINTS = ("test", "held_out")
@@ -195,10 +224,12 @@ class MeGe(AttributionMetric):
                      else "training images, each between a model that saw it and the one that did not",
                      pairs="S=: both correct; S!=: exactly one correct (Xplique)",
                      reco="max over Xplique's thresholds of TPR + TNR - 1")
+        # ReCo needs the pooled distance sets themselves (one float per counted pair and image).
         self.add_state("s_eq", default=[], dist_reduce_fx="cat")
         self.add_state("s_ne", default=[], dist_reduce_fx="cat")
-        self._add_sum("undefined")
-        self._add_sum("count")
+        for name in ("distance_sum", "pairs", "pairs_unequal", "undefined", "count"):
+            self._add_sum(name)
+        self._track_per_image("distance_sum", "pairs", "pairs_unequal", "undefined", "count")  # 40 bytes per image
 
     def _update(self, batch: AttributionBatch, explain: Explain | None = None) -> None:
         models = [self.model, *self._others]
@@ -208,26 +239,33 @@ class MeGe(AttributionMetric):
             with inference_state(m), torch.no_grad():
                 predictions.append(m(batch.images).argmax(-1))
         held_out = batch.extra[HELD_OUT].long() if self.points == "held_out" else None
-        s_eq, s_ne, undefined = mege_pairs(maps, torch.stack(predictions), batch.labels, self.distance,
-                                           self.map_normalization, held_out)
-        self.s_eq.append(s_eq)
-        self.s_ne.append(s_ne)
-        self._accumulate("undefined", undefined)
-        self._accumulate("count", torch.tensor(float(batch.size)))
+        pairs = pair_distances(maps, torch.stack(predictions), batch.labels, self.distance, self.map_normalization,
+                               held_out)
+        s_eq, s_ne, _ = _distance_sets(pairs)
+        self.s_eq.append(s_eq.to(self.count.device))
+        self.s_ne.append(s_ne.to(self.count.device))
+        self._accumulate_rows({**mege_rows(pairs), "count": ones(batch)}, batch.indices)
+
+    no_interval = {"reco": "ReCo's thresholds are quantiles of the pooled distances, so it is no function of "
+                           "per-image sums"}
 
     def _compute(self) -> dict[str, torch.Tensor]:
         self._require_samples(self.count)
         s_eq, s_ne = _gathered(self.s_eq), _gathered(self.s_ne)
+        # ReCo follows Xplique (0 when one set is empty), NaN without distances.
+        reco = 100 * reco_score(s_eq, s_ne) if s_eq.numel() + s_ne.numel() else torch.tensor(float("nan"), dtype=torch.float64)
+        scalars = self._compute_batch({name: getattr(self, name)[None] for name in self._per_image_names})
+        return {"mege": scalars["mege"][0], "reco": reco,
+                **{name: getattr(self, name).clone() for name in ("pairs", "pairs_unequal", "undefined")}}
+
+    def _compute_batch(self, sums: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         # No pair of equal correct predictions (e.g. barely trained models): MeGe is undefined and
         # reported as NaN with pairs = 0, so one such table cell reads "undefined" instead of
-        # aborting the table. ReCo follows Xplique (0 when one set is empty), NaN without distances.
-        nan = torch.tensor(float("nan"), dtype=torch.float64)
-        mege = 100 / (1 + s_eq.mean()) if s_eq.numel() else nan
-        reco = 100 * reco_score(s_eq, s_ne) if s_eq.numel() + s_ne.numel() else nan
-        return {"mege": mege, "reco": reco,
-                "pairs": torch.tensor(float(s_eq.numel()), dtype=torch.float64),
-                "pairs_unequal": torch.tensor(float(s_ne.numel()), dtype=torch.float64),
-                "undefined": self.undefined.clone()}
+        # aborting the table.
+        pairs = sums["pairs"]
+        mean = sums["distance_sum"] / torch.where(pairs > 0, pairs, torch.ones_like(pairs))
+        return {"mege": torch.where(pairs > 0, 100 / (1 + mean), torch.full_like(mean, float("nan"))),
+                **{name: sums[name] for name in ("pairs", "pairs_unequal", "undefined")}}
 
 
 def _gathered(state: list[torch.Tensor] | torch.Tensor) -> torch.Tensor:

@@ -14,7 +14,11 @@ retraining any of its models, in place or elsewhere, makes it stale. ``recompute
 Interruption: an evaluation keeps no partial state on disk. ``result.json`` is written once, at the
 end, by an atomic rename, so a run killed at any point leaves either no result file or a complete
 one; re-running the same command recomputes the cell from scratch with the same seed and gives the
-same numbers (apart from the measured wall time, ``cost/seconds_per_image``).
+same numbers (apart from the measured wall time, ``cost/seconds_per_image``). Its files beside it,
+``per_image.npz`` (the per-image states that intervals are computed from, :mod:`reproduce.lit.cell_states`)
+and ``maps.npz`` (the maps of the overlay images), are written just before it, atomically too; each
+result names the sha256 of its ``per_image.npz``, so a result never reads the file of a later,
+interrupted run of the same cell.
 """
 
 from __future__ import annotations
@@ -117,7 +121,7 @@ def run_cell(cfg: DictConfig, callbacks: list | None = None) -> CellRun:
     module = build_module(cfg, models, ident)
     datamodule = build_data(cfg, models.explained, module)
     selection = select_images(cfg, models.explained, datamodule)
-    module.set_selection(selection.record(), selection.accuracy)
+    module.set_selection(selection.record(), selection.accuracy, selection.visited)
     result = run_test(cfg, module, datamodule, ident, callbacks)
     return CellRun(result, False, ident, time.time() - start, reason)
 

@@ -15,7 +15,10 @@ A cell's ``result.json`` may carry per-image states next to its aggregates (see
     }
 
 ``"states"`` may instead be the name of an ``.npz`` file beside ``result.json`` holding arrays
-``<label>/indices`` and ``<label>/<state>`` (compact for large test sets). With
+``<label>/indices`` and ``<label>/<state>`` (compact for large test sets; what an evaluation writes:
+``per_image.npz``, with its ``"sha256"`` in each entry, so a file from another run is refused). An
+entry's ``"no_interval"`` names the metric's scalars that are no function of per-image sums (with the
+reason): their columns get no interval. With
 ``"statistic": "metric"`` the statistic of any set of images is
 ``metric_class(result["metrics"][label]["metric"]).for_statistic(options, config).statistic(sums)``
 (``statistic_batch`` for many sets at once)
@@ -46,6 +49,7 @@ Each resample's statistic is computed once per cell (memoised), vectorised where
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import warnings
 from dataclasses import dataclass, replace
@@ -101,8 +105,10 @@ class PerImageStates:
     """One metric's per-image states of one cell, and its statistic on weighted sets of images."""
 
     def __init__(self, label: str, indices: np.ndarray, states: dict[str, np.ndarray],
-                 evaluate: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]], prefix: str):
+                 evaluate: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]], prefix: str,
+                 no_interval: dict[str, str] | None = None):
         self.label, self.indices, self.states, self.evaluate, self.prefix = label, indices, states, evaluate, prefix
+        self.no_interval = dict(no_interval or {})  # scalars the states cannot give, and why
         # Every scalar of each weighted set evaluated so far: the same resamples recur (the cell's own
         # interval, each of its columns, every paired comparison on the same images and seeds).
         self._memo: dict[bytes, dict[str, np.ndarray]] = {}
@@ -138,7 +144,7 @@ class PerImageStates:
             out = metric.statistic_batch({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in sums.items()})
             return {k: v.numpy() for k, v in out.items()}
 
-        return cls(label, indices, states, evaluate, prefix=f"{label}/")
+        return cls(label, indices, states, evaluate, prefix=f"{label}/", no_interval=entry.get("no_interval"))
 
     def key(self, scalar: str) -> str:
         return f"{self.prefix}{scalar}"
@@ -149,7 +155,7 @@ class PerImageStates:
             return self
         rows = np.searchsorted(self.indices, indices)
         return PerImageStates(self.label, self.indices[rows], {k: v[rows] for k, v in self.states.items()},
-                              self.evaluate, self.prefix)
+                              self.evaluate, self.prefix, self.no_interval)
 
     def values(self, draws: "Draws", key: str) -> np.ndarray:
         """The statistic ``key`` on each resampled set of images -> ``[R]``; NaN where the metric is
@@ -191,6 +197,7 @@ def _read_rows(entry: dict[str, Any], label: str, cell_dir: str | None) -> tuple
     states = entry.get("states")
     if isinstance(states, str):
         path = states if os.path.isabs(states) or cell_dir is None else os.path.join(cell_dir, states)
+        _check_digest(path, entry.get("sha256"), label)
         try:
             with np.load(path) as npz:
                 indices = npz[f"{label}/indices"]
@@ -204,6 +211,18 @@ def _read_rows(entry: dict[str, Any], label: str, cell_dir: str | None) -> tuple
     else:
         raise DataError(f"per_image[{label!r}] has no states; expected {{state: rows}} or an .npz file name.")
     return np.asarray(indices, dtype=np.int64).reshape(-1), {k: np.asarray(v, dtype=np.float64) for k, v in rows.items()}
+
+
+def _check_digest(path: str, expected: str | None, label: str) -> None:
+    """A cell records the sha256 of the ``.npz`` it wrote: a file from another run of the cell (e.g.
+    one killed after writing its states but before its ``result.json``) is refused, never mixed in."""
+    if expected is None or not os.path.exists(path):
+        return
+    with open(path, "rb") as f:
+        found = hashlib.sha256(f.read()).hexdigest()
+    if found != expected:
+        raise DataError(f"per_image[{label!r}]: {path!r} is not the file this result wrote (sha256 {found[:12]}, "
+                        f"expected {expected[:12]}); re-run the cell (recompute=<its key>).")
 
 
 # --- the bootstrap -----------------------------------------------------------------------------------
@@ -330,5 +349,8 @@ def row_states(results_by_seed: Sequence[dict[str, Any] | None], key: str,
         found = cache[(id(result), label)]
         if found is None:
             return None, f"no per-image states for {label!r} in the cell (it predates them or the metric keeps none)"
+        scalar = key[len(found.prefix):]
+        if scalar in found.no_interval:
+            return None, f"{key}: {found.no_interval[scalar]}, so it has no interval"
         states.append(found)
     return states, ""

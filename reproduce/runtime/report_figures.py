@@ -14,11 +14,11 @@ import json
 import os
 from typing import Any
 
-from reproduce.runtime.table_assembly import cell_result_path
+from reproduce.lit.cell_states import MAPS_FILE
+from reproduce.runtime.paths import TableLayout
 from reproduce.runtime.table_spec import TableSpec
 
 CURVE_METRICS = ("insertion", "deletion", "patch_insertion", "patch_deletion")
-MAPS_FILE = "maps.npz"
 
 
 def interval_rows(spec: TableSpec, assembled: dict[str, Any]) -> list[dict[str, Any]]:
@@ -59,15 +59,16 @@ def curve_panels(spec: TableSpec, results: dict[str, dict[str, Any]]) -> dict[st
     return panels
 
 
-def table_figures(root: str, spec: TableSpec, results: dict[str, dict[str, Any]]) -> dict[str, str]:
-    """Draw the figures of the module docstring that the table's files allow; ``{kind: path}``."""
+def table_figures(root: str, spec: TableSpec, results: dict[str, dict[str, Any]], smoke: bool = False) -> dict[str, str]:
+    """Draw the figures of the module docstring that the table's files allow; ``{kind: path}``
+    (beside the table's files: ``results/``, or ``results/smoke/`` for a smoke run)."""
     from reproduce.viz.intervals import interval_figure, zoomed_curves_figure
     from reproduce.viz.map_grid import load_overlay_maps, map_grid
 
-    out_dir = os.path.join(root, "results")
-    title = spec.raw.get("title", spec.name)
+    layout = TableLayout(root, spec.name, smoke)
+    title = layout.title(spec.title)
     figures: dict[str, str] = {}
-    assembled_path = os.path.join(out_dir, f"{spec.name}.json")
+    assembled_path = layout.result_file(".json")
     if os.path.exists(assembled_path):
         with open(assembled_path) as f:
             assembled = json.load(f)
@@ -76,17 +77,16 @@ def table_figures(root: str, spec: TableSpec, results: dict[str, dict[str, Any]]
             for c in spec.columns:
                 directions[c["label"]] = directions[c["label"]] or (r.get("directions") or {}).get(c["key"])
         figures["intervals"] = interval_figure(interval_rows(spec, assembled), spec.columns,
-                                               os.path.join(out_dir, f"{spec.name}_intervals.png"), title,
-                                               assembled.get("best"), directions)
+                                               layout.result_file("_intervals.png"), title, assembled.get("best"), directions)
     panels = curve_panels(spec, results)
     if panels:
-        figures["curves"] = zoomed_curves_figure(panels, os.path.join(out_dir, f"{spec.name}_curves_zoom.png"),
-                                                 title=f"{spec.name}: curves (seed {spec.seeds[0]})")
+        figures["curves"] = zoomed_curves_figure(panels, layout.result_file("_curves_zoom.png"),
+                                                 title=layout.title(f"{spec.name}: curves (seed {spec.seeds[0]})"))
     rows = []
     for cell in spec.cells():
-        path = os.path.join(os.path.dirname(cell_result_path(root, spec, cell.key)), MAPS_FILE)
-        if cell.seed == spec.seeds[0] and os.path.exists(path):
+        path = os.path.join(layout.cell_dir(cell.key), MAPS_FILE)
+        if cell.seed == spec.seeds[0] and cell.key in results and os.path.exists(path):
             rows.append((cell.row["label"], load_overlay_maps(path)))
     if rows:
-        figures["maps"] = map_grid(rows, os.path.join(out_dir, f"{spec.name}_maps.png"), title)
+        figures["maps"] = map_grid(rows, layout.result_file("_maps.png"), title)
     return figures

@@ -34,6 +34,7 @@ class Selection:
     scanned: int                  # images the prediction pass visited
     chosen: int                   # images selected
     accuracy: float | None = None  # top-1 (%) over the scanned images, when a prediction pass ran
+    visited: list[tuple[int, bool]] | None = None  # (dataset index, correct) of each scanned image, when it ran
 
     def record(self) -> dict[str, Any]:
         return {**self.rule, "pool": self.pool, "scanned": self.scanned, "chosen": self.chosen,
@@ -54,6 +55,7 @@ def select_test_images(model: nn.Module, dataset: Dataset, *, samples: str = "al
     want = pool if eval_images is None else int(eval_images)
     taken: dict[int, int] = {}
     chosen: list[int] = []
+    visited: list[tuple[int, bool]] = []
     scanned = correct = 0
     device = next(model.parameters()).device
     for batch in loader:
@@ -65,6 +67,8 @@ def select_test_images(model: nn.Module, dataset: Dataset, *, samples: str = "al
             hits = preds == labels
             correct += int(hits.sum())
             keep = hits if samples == "correct" else ~hits
+            names = batch["index"].tolist() if "index" in batch else order[scanned:scanned + len(labels)]
+            visited += zip(names, hits.tolist())
         for i in range(len(labels)):
             position = scanned + i
             label = int(labels[i])
@@ -77,7 +81,8 @@ def select_test_images(model: nn.Module, dataset: Dataset, *, samples: str = "al
     accuracy = 100.0 * correct / scanned if samples != "all" and scanned else None
     if not chosen:
         raise DataError(_empty_message(samples, scanned, accuracy))
-    return Selection(sorted(chosen), {**rule, "order": "seeded"}, pool, scanned, len(chosen), accuracy)
+    return Selection(sorted(chosen), {**rule, "order": "seeded"}, pool, scanned, len(chosen), accuracy,
+                     visited if samples != "all" else None)
 
 
 def _empty_message(samples: str, scanned: int, accuracy: float | None) -> str:

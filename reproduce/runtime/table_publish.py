@@ -1,41 +1,24 @@
-"""Publish an assembled table: print it, draw its figures next to it, log everything to W&B."""
+"""Publish an assembled table: print it, draw its figures next to it, log everything to W&B.
+
+Figures beside ``results/<name>.md``: the table (``.png``), its curves (``_curves.png``), the metric
+agreement (``_agreement.png``), and those of :mod:`reproduce.runtime.report_figures`: every column
+with its 95 % intervals (``_intervals.png``), the curves zoomed where they differ
+(``_curves_zoom.png``) and the maps grid, methods by images (``_maps.png``)."""
 
 from __future__ import annotations
 
 import os
-from typing import Any
 
 import wandb
 
 from reproduce.runtime.console import where_things_went
 from reproduce.runtime.metric_agreement import write_agreement
 from reproduce.runtime.paths import TableLayout
+from reproduce.runtime.report_figures import curve_panels, table_figures
 from reproduce.runtime.table_assembly import Assembled, assemble
 from reproduce.runtime.table_spec import TableSpec
 from reproduce.viz.curves import curves_figure
 from reproduce.viz.tables import table_figure
-
-CURVE_KINDS = ("insertion", "deletion", "patch_insertion", "patch_deletion")
-
-
-def curve_panels(spec: TableSpec, assembled: Assembled) -> dict[str, dict[str, tuple[list[float], list[float], float | None]]]:
-    """Seed-0 curves of every row for each curve metric of the table (x, y, AUC)."""
-    panels: dict[str, dict[str, Any]] = {}
-    for cell in spec.cells():
-        result = assembled.results.get(cell.key)
-        if result is None or cell.seed != spec.seeds[0]:
-            continue
-        for label, metric in spec.metrics.items():
-            if metric.get("name", label) not in CURVE_KINDS:
-                continue
-            curves = result.get("curves", {})
-            y = curves.get(f"{label}/curve")
-            if y is None:
-                continue
-            x = curves.get(f"{label}/curve_x", [i / max(1, len(y) - 1) for i in range(len(y))])
-            auc = result.get("scalars", {}).get(f"{label}/auc")
-            panels.setdefault(label, {})[cell.row["label"]] = (x, y, auc)
-    return panels
 
 
 def publish(spec: TableSpec, root: str, wandb_mode: str = "offline", seconds: float | None = None,
@@ -46,11 +29,13 @@ def publish(spec: TableSpec, root: str, wandb_mode: str = "offline", seconds: fl
     print(assembled.markdown)
     figures = [table_figure(assembled.rows, spec.columns, assembled.best, assembled.directions,
                             layout.result_file(".png"), layout.title(spec.title))]
-    panels = curve_panels(spec, assembled)
+    panels = curve_panels(spec, assembled.results)
     if panels:
         figures.append(curves_figure(panels, layout.result_file("_curves.png"),
                                      title=layout.title(f"{spec.name}: curves (seed {spec.seeds[0]})")))
     figures += write_agreement(spec.name, assembled, spec.columns, layout.results_dir)  # <name>_agreement.{csv,md,png}
+    # 95 % intervals (log axes for time and passes), the curves zoomed where they differ, the maps grid.
+    figures += list(table_figures(root, spec, assembled.results, smoke).values())
     if seconds is not None:
         print(f"[reproduce.table] this run took {seconds / 60:.1f} min")
     if wandb_mode != "disabled":
