@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from conftest import TINY_SIZES, compose_config
+from spec_rows import row_index
 from reproduce import __version__
 from reproduce.cli import VERBS, main
 from reproduce.errors import ConfigError
@@ -103,7 +104,7 @@ def test_a_misspelt_row_option_fails_the_table_command_in_seconds(tmp_path):
     _run("-c", "import reproduce.runtime.validation", cwd=tmp_path)
     imports = time.perf_counter() - start  # what any command pays before it can check anything
     start = time.perf_counter()
-    proc = _run("-m", "reproduce.table", "table=table3", "+table.rows.5.attributor_options.n_mask=1000", cwd=tmp_path)
+    proc = _run("-m", "reproduce.table", "table=table3", f"+table.rows.{row_index('table3', 'RISE')}.attributor_options.n_mask=1000", cwd=tmp_path)
     seconds = time.perf_counter() - start
     assert proc.returncode == 2 and "Did you mean n_masks?" in proc.stderr.splitlines()[0]
     assert not (tmp_path / "outputs" / "tables").exists()  # nothing was trained

@@ -20,6 +20,7 @@ import pytest
 import torch
 from fixtures_datasets import write_cifar10, write_cub, write_imagenet9, write_imagenet_val
 from omegaconf import OmegaConf
+from spec_rows import row_index
 
 from reproduce.attributors import available, create, get_class
 from reproduce.data import create_dataset
@@ -451,6 +452,7 @@ EVALUATE_CASES = [
     (["+metrics.insertion.scorer='@ghost'"], "names no reference model"),
 ]
 
+RISE, GRADCAM = row_index("table3", "RISE"), row_index("table3", "Grad-CAM")
 TABLE_CASES = [
     (["shard.count=0"], "shard.count must be a positive integer"),
     (["shard.index=-1"], "shard.index must be"),
@@ -467,10 +469,10 @@ TABLE_CASES = [
     (["table.rows.0.model=nobody"], "uses model 'nobody'"),
     (["+table.extra._target_=os.system"], "is not allowed"),
     # every row's options checked before any training (12.10)
-    (["+table.rows.5.attributor_options.n_mask=1000"], r"table.rows\[5\] \(RISE\).attributor.options.n_mask: 'rise' has no such option. Did you mean n_masks"),
+    ([f"+table.rows.{RISE}.attributor_options.n_mask=1000"], rf"table.rows\[{RISE}\] \(RISE\).attributor.options.n_mask: 'rise' has no such option. Did you mean n_masks"),
     (["+table.metrics.pointing.tolerence=3"], r"metrics.pointing.tolerence: metric 'pointing_game' has no such option. Did you mean tolerance"),
-    (["+table.rows.2.metric_options.pxap.binz=3"], r"table.rows\[2\] \(Grad-CAM\).metrics.pxap.binz: .* Did you mean bins"),
-    (["table.rows.5.attributor_options.n_masks=1000000000"], r"n_masks must be an integer in \[1, 100000\]"),
+    ([f"+table.rows.{GRADCAM}.metric_options.pxap.binz=3"], rf"table.rows\[{GRADCAM}\] \(Grad-CAM\).metrics.pxap.binz: .* Did you mean bins"),
+    ([f"table.rows.{RISE}.attributor_options.n_masks=1000000000"], r"n_masks must be an integer in \[1, 100000\]"),
     (["+table.rows.0.per_class=0"], r"table.rows\[0\] \(COMET\).per_class must be a positive integer"),
     (["+table.per_class=0"], "table.per_class must be a positive integer"),
     (["+table.samples=some"], "table.samples must be one of"),

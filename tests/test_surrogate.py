@@ -11,7 +11,7 @@ from torch import nn
 
 from reproduce.attributors import create
 from reproduce.attributors.content_seed import image_generators
-from reproduce.errors import InputError
+from reproduce.errors import ConfigError, InputError
 
 
 def _feed(rows: torch.Tensor):
@@ -97,5 +97,5 @@ def test_surrogates_reject_bad_options(cnn):
         create("lime", cnn, n_samples=1)
     with pytest.raises(InputError, match="baseline must be one of"):
         create("kernel_shap", cnn, baseline="grey")
-    with pytest.raises(InputError, match="Unknown segmenter"):
+    with pytest.raises(ConfigError, match="Unknown segmenter"):
         create("lime", cnn, segmenter="voronoi")
