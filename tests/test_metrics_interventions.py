@@ -258,5 +258,9 @@ def test_variant_accuracy_is_the_classifiers_accuracy_on_the_variant():
     metric.update(batch)
     out = metric.compute()
     assert out["accuracy"].item() == 0.5 and out["accuracy_clean"].item() == 1.0 and out["gap"].item() == 0.5
+    rows = metric.per_image_states()["states"]  # per image, so COMET's claims pair the images between rows
+    assert rows["correct"].tolist() == [1.0, 1.0, 0.0, 0.0] and rows["correct_clean"].tolist() == [1.0] * 4
+    stored = M.VariantAccuracy.for_statistic({"name": "variant_accuracy", "classifier": "@explained"}, metric.config())
+    assert stored.statistic({k: v[2:].sum(0) for k, v in rows.items()}) == {"accuracy": 0.0, "accuracy_clean": 1.0, "gap": 1.0}
     with pytest.raises(Exception, match=r"paired_variants=\[only_fg\]"):
         M.create_metric("variant_accuracy", model, variant="only_fg").check_available(set(), "the test split")
