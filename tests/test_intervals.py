@@ -24,9 +24,6 @@ from reproduce.errors import InputError
 from reproduce.runtime.intervals import MIN_IMAGES, PerImageStates, cell_interval, paired_interval
 from test_metrics_api import CASES, MODEL, TinyCNN, explain, make_batch, rows
 
-# Helper G's patch metrics and average highest confidence convert on their branch (notes S2.md).
-PENDING = {"patch_insertion", "patch_deletion", "accuracy_at_budget", "average_highest_confidence"}
-
 
 def _tracked(name):
     return M.create_metric(name, MODEL, **CASES[name])
@@ -36,7 +33,7 @@ TRACKED = sorted(n for n in CASES if _tracked(n)._per_image_names)
 
 
 def test_every_metric_keeps_per_image_states():
-    assert set(CASES) - PENDING <= set(TRACKED)
+    assert set(CASES) == set(TRACKED)
 
 
 def _scalars(metric, out):

@@ -266,6 +266,16 @@ def test_search_source_takes_the_max_over_steps_within_each_area_budget():
     assert out["area_100"].item() == pytest.approx((0.9 + 0.8) / 2)
     assert out["area_100_std"].item() == pytest.approx(0.05)
     assert "step_25" not in out and metric.requires == ("extra:step_area", "extra:step_score")
+    # The population std is no mean of per-image values, but a function of the per-image sums of the
+    # values and their squares: one image alone has std 0, both give the pooled 0.05 again.
+    rows = metric.per_image_states()["states"]
+    assert sorted(rows) == ["count", "value_sq_sum", "value_sum"]  # no curve for the search source
+    first = {k: v[0] for k, v in rows.items()}
+    alone = metric.statistic(first)
+    assert alone["area_100"] == pytest.approx(0.9) and alone["area_100_std"] == pytest.approx(0.0, abs=1e-12)
+    both = metric.statistic_batch({k: torch.stack([v[0], v.sum(0)]) for k, v in rows.items()})
+    assert both["area_100_std"].tolist() == pytest.approx([0.0, 0.05], abs=1e-6)  # float32 scores
+    assert both["area_50"].tolist() == pytest.approx([0.5, 0.55])
 
 
 def test_search_source_rejects_a_budget_below_the_first_step():

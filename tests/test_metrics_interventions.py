@@ -153,6 +153,11 @@ def test_target_sensitivity_on_two_parts():
         wrong = lambda images, targets, model=None: torch.stack([b if t == 0 else a for t in targets.tolist()])  # noqa: E731
         good = interventional_scores(Shares(), batch, explain=right, dilation=1, contrastivity=True)
         bad = interventional_scores(Shares(), batch, explain=wrong, dilation=1, contrastivity=True)
+        metric = M.create_metric("interventions", Shares(), dilation=1, contrastivity=True)
+        metric.update(batch, explain=right)
+        rows = metric.per_image_states()["states"]  # TS per image: its hits of its two entries
+        assert rows["ts"].tolist() == [2.0] and rows["ts_n"].tolist() == [2.0]
+        assert metric.statistic({k: v.sum(0) for k, v in rows.items()})["ts"] == 1.0
     finally:
         SQUARES.clear()
         SQUARES.update(saved)
@@ -258,5 +263,37 @@ def test_variant_accuracy_is_the_classifiers_accuracy_on_the_variant():
     metric.update(batch)
     out = metric.compute()
     assert out["accuracy"].item() == 0.5 and out["accuracy_clean"].item() == 1.0 and out["gap"].item() == 0.5
+    rows = metric.per_image_states()["states"]  # per image, so COMET's claims pair the images between rows
+    assert rows["correct"].tolist() == [1.0, 1.0, 0.0, 0.0] and rows["correct_clean"].tolist() == [1.0] * 4
+    stored = M.VariantAccuracy.for_statistic({"name": "variant_accuracy", "classifier": "@explained"}, metric.config())
+    assert stored.statistic({k: v[2:].sum(0) for k, v in rows.items()}) == {"accuracy": 0.0, "accuracy_clean": 1.0, "gap": 1.0}
     with pytest.raises(Exception, match=r"paired_variants=\[only_fg\]"):
         M.create_metric("variant_accuracy", model, variant="only_fg").check_available(set(), "the test split")
+
+
+def test_a_resample_of_per_image_rows_selects_its_own_threshold_as_compute_would():
+    """The scores are ratios of sums read at the jointly best threshold, no mean of per-image values:
+    a bootstrap resample (images drawn with repetition) summed from the rows gives exactly what the
+    metric reports on that resampled set, threshold re-selected (hand-built maps whose best
+    thresholds differ: E alone ties everywhere -> 0.01; 30 % or 45 % of the mass on the irrelevant
+    F flags it below t = 0.3 or 0.45, so those images want a threshold above)."""
+    e, f = (square(*SQUARES[n]).float() for n in "EF")
+    maps = torch.stack([e, 0.7 * e + 0.3 * f, 0.55 * e + 0.45 * f])
+    batch = scene_batch(maps)
+    batch.indices = torch.tensor([10, 11, 12])
+    metric = M.create_metric("interventions", MODEL, dilation=1)
+    metric.update(batch)
+    rows = metric.per_image_states()["states"]
+    draws = [[0, 1, 2], [0], [1], [2], [1, 1, 2], [0, 2, 2], [1, 2]]
+    weights = torch.stack([torch.bincount(torch.tensor(s), minlength=3).double() for s in draws])  # [R, 3]
+    sums = {k: torch.einsum("rb,b...->r...", weights, v) for k, v in rows.items()}
+    got = metric.statistic_batch(sums)
+    for r, picked in enumerate(draws):
+        sub = torch.tensor(picked)
+        resampled = AttributionBatch(images=batch.images[sub], labels=batch.labels[sub], targets=batch.targets[sub],
+                                     maps=batch.maps[sub], extra={k: v[sub] for k, v in batch.extra.items()})
+        want = interventional_scores(MODEL, resampled, dilation=1)
+        for key, value in got.items():
+            assert float(value[r]) == pytest.approx(float(want[key]), rel=1e-12, nan_ok=True), (picked, key)
+    assert len({round(float(t), 6) for t in got["threshold"]}) >= 3  # the selection moves with the resample
+    assert float(got["threshold"][1]) == pytest.approx(0.01) and 0.3 <= float(got["threshold"][2]) < 0.45

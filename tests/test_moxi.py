@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -271,3 +273,38 @@ def test_budget_metric_reuses_a_budgeted_path_and_a_foreign_path_is_ignored(smal
     foreign = create_metric("accuracy_at_budget", other, budgets=(0.25,))
     foreign.update(with_path)
     assert foreign.compute()["reused"] == 0 and foreign.compute()["forward_per_image"] == 1
+
+
+@pytest.mark.parametrize("mode", ["insertion", "deletion"])
+def test_per_image_rows_are_the_same_numbers_whether_reused_or_evaluated(small_vit, images, mode):
+    """The rows a table bootstraps (curve per image, scores at a budget) do not depend on which path
+    produced them; only the reuse diagnostics differ, per image."""
+    from reproduce.metrics import AttributionBatch, create_metric
+
+    x = images[:3, :, :32, :32]
+    batch, extras = _batch_with_path(small_vit, x, mode)
+    indices = torch.tensor([7, 2, 5])
+    plain = AttributionBatch(images=x, labels=batch.labels, targets=batch.labels, maps=batch.maps, indices=indices)
+    with_path = AttributionBatch(images=x, labels=batch.labels, targets=batch.labels, maps=batch.maps, indices=indices,
+                                 extra=extras)
+    budget_mode = {"mode": mode, "budgets": (0.25, 0.5)}
+    for name, options in ((f"patch_{mode}", {"score": "accuracy"}), (f"patch_{mode}", {"score": "softmax"}),
+                          ("accuracy_at_budget", budget_mode)):
+        fresh, reused = (create_metric(name, small_vit, **options) for _ in range(2))
+        fresh.update(plain)
+        reused.update(with_path)
+        a, b = fresh.per_image_states(), reused.per_image_states()
+        assert a["indices"].tolist() == b["indices"].tolist() == [2, 5, 7]
+        values = "curve_sum" if name.startswith("patch") else "score_sum"
+        assert torch.allclose(a["states"][values], b["states"][values], rtol=0, atol=1e-5), name
+        if options.get("score") != "softmax":
+            assert torch.equal(a["states"][values], b["states"][values]), name  # accuracy: bit for bit
+        assert a["states"]["reused_sum"].tolist() == [0.0] * 3 and b["states"]["reused_sum"].tolist() == [1.0] * 3
+        assert (a["states"]["passes_sum"] > b["states"]["passes_sum"]).all()
+        for metric, states in ((fresh, a), (reused, b)):  # the stored rows give the reported numbers
+            reported = {k: float(v) for k, v in metric.compute().items() if v.dim() == 0}
+            sums = {k: v.sum(0) for k, v in states["states"].items()}
+            assert metric.statistic(sums) == pytest.approx(reported, abs=1e-12)
+            # a table rebuilds it model-free: the ViT's token grid and removal come from the config
+            rebuilt = type(metric).for_statistic({"name": name, **options}, json.loads(json.dumps(metric.config())))
+            assert rebuilt.statistic(sums) == pytest.approx(reported, abs=1e-12)

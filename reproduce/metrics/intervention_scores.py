@@ -157,9 +157,16 @@ def _nested_predictions(model, scenes: Scenes, mass, candidates, protocol: Proto
 def tally(model: nn.Module, scenes: Scenes, maps: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor,
           protocol: Protocol, explain=None, indices: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Sums over one batch that :func:`summarise` turns into scores (sums add across batches and
-    processes). Per threshold ``[T]``: ``csdc``/``csdc_n`` (correctly classified images), ``pc``,
-    ``dc`` (over ``images``), ``d``/``d_n`` (images with an irrelevant object); scalars ``sd``/
-    ``sd_n``, ``bi_relevant``/``bi_total`` and ``ts``/``ts_n``."""
+    processes): the sums of :func:`tally_rows`, on the CPU."""
+    return {k: v.sum(0).cpu() for k, v in tally_rows(model, scenes, maps, labels, targets, protocol, explain, indices).items()}
+
+
+def tally_rows(model: nn.Module, scenes: Scenes, maps: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor,
+               protocol: Protocol, explain=None, indices: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Each image's contribution (float64 rows ``[B, ...]``) to the sums :func:`summarise` reads. Per
+    threshold ``[B, T]``: ``csdc`` (0 for misclassified images) with ``csdc_n`` (1 for correctly
+    classified ones), ``pc``, ``dc`` (over ``images``, 1 per image), ``d`` (0 without an irrelevant
+    object) with ``d_n``; ``[B]``: ``sd``/``sd_n``, ``bi_relevant``/``bi_total`` and ``ts``/``ts_n``."""
     check_scenes(scenes)
     indices = torch.arange(len(labels), device=labels.device) if indices is None else indices
     b, o = scenes.kinds.shape
@@ -196,24 +203,26 @@ def tally(model: nn.Module, scenes: Scenes, maps: torch.Tensor, labels: torch.Te
     over = real if protocol.single_deletion == "all" else evidence
     rho = spearman(mass, drop, over)
     ok = ~torch.isnan(rho)
+    zero = torch.zeros((), dtype=torch.float64, device=maps.device)
     out = {
-        "images": torch.tensor(float(b)), "pc": (pc_pred == pred[:, None]).double().sum(0),
-        "dc": (dc_pred != pred[:, None]).double().sum(0),
-        "csdc": csdc[correct].sum(0), "csdc_n": correct.double().sum(),
-        "d": j[has].sum(0), "d_n": has.double().sum(),
-        "sd": (0.5 * rho[ok] + 0.5).sum(), "sd_n": ok.double().sum(),
-        "bi_relevant": relevant.double().sum(), "bi_total": distractor.double().sum(),
+        "images": torch.ones(b, dtype=torch.float64, device=maps.device), "pc": (pc_pred == pred[:, None]).double(),
+        "dc": (dc_pred != pred[:, None]).double(),
+        "csdc": torch.where(correct[:, None], csdc, zero), "csdc_n": correct.double(),
+        "d": torch.where(has[:, None], j, zero), "d_n": has.double(),
+        "sd": torch.where(ok, 0.5 * rho + 0.5, zero), "sd_n": ok.double(),
+        "bi_relevant": relevant.double().sum(1), "bi_total": distractor.double().sum(1),
     }
     if protocol.contrastivity:
         out["ts"], out["ts_n"] = _target_sensitivity(scenes, single, clean, targets, protocol, explain, indices)
-    return {k: v.double().cpu() for k, v in out.items()}
+    return {k: v.double() for k, v in out.items()}
 
 
 def _target_sensitivity(scenes: Scenes, single, clean, targets, protocol: Protocol, explain, indices):
     """FunnyBirds' TS on two-part scenes: for class c with parts [A, B] (part order), class c-1
     shares A and class c+1 shares B (the synthetic two-part design). Where the model agrees (removing
     A lowers c-1's logit more than removing B, and vice versa for c+1), the map for c-1 must put more
-    mass on A than the map for c+1 does, and less on B: two 0/1 entries per such image."""
+    mass on A than the map for c+1 does, and less on B: two 0/1 entries per such image. Returns per image
+``[B]`` the hits and the number of entries (2 for such images, else 0)."""
     evidence = scenes.kinds == KIND_EVIDENCE
     if explain is None or not bool((evidence.sum(1) == 2).all()):
         raise InputError("contrastivity (TS) needs explain= and scenes with exactly two evidence parts "
@@ -226,8 +235,9 @@ def _target_sensitivity(scenes: Scenes, single, clean, targets, protocol: Protoc
     change = lambda part, c: single[rows, part, c] - clean[rows, c]  # noqa: E731  (negative = a drop)
     valid = (change(a_idx, c1) < change(b_idx, c1)) & (change(b_idx, c2) < change(a_idx, c2))
     v = valid.nonzero().flatten()
+    hits, entries = (torch.zeros(b, dtype=torch.float64, device=clean.device) for _ in range(2))
     if not len(v):
-        return torch.tensor(0.0), torch.tensor(0.0)
+        return hits, entries
     masks = scenes.masks[v]
     with torch.enable_grad():
         m1 = object_mass(explain(scenes.images[v], c1[v]).detach(), masks, protocol.dilation)
@@ -235,36 +245,55 @@ def _target_sensitivity(scenes: Scenes, single, clean, targets, protocol: Protoc
     check_finite(torch.cat([m1, m2], 1), indices[v], "Maps for the contrast classes", "check the attributor")
     ra, rb = a_idx[v], b_idx[v]
     r = torch.arange(len(v), device=v.device)
-    hits = (m1[r, ra] > m2[r, ra]).double().sum() + (m1[r, rb] < m2[r, rb]).double().sum()
-    return hits, torch.tensor(2.0 * len(v))
+    hits[v] = (m1[r, ra] > m2[r, ra]).double() + (m1[r, rb] < m2[r, rb]).double()
+    entries[v] = 2.0
+    return hits, entries
 
 
 def summarise(sums: dict[str, torch.Tensor], thresholds: tuple[float, ...]) -> dict[str, torch.Tensor]:
     """Scores from pooled :func:`tally` sums: the threshold maximising CSDC/3 + PC/3 + DC/3 + D is
     chosen once (FunnyBirds' joint selection) and every threshold metric is read there;
     Com = ((CSDC + PC + DC)/3 + D)/2, Cor = SD, Con = TS, and the summary mX = mean(Com, Cor[, Con]).
-    A family without a valid image is NaN (e.g. CSDC when no image is correctly classified)."""
-    nan = torch.tensor(float("nan"), dtype=torch.float64)
-    ratio = lambda num, den: num / den if float(den) > 0 else nan.expand_as(num).clone()  # noqa: E731
-    n = sums["images"]
-    curves = {"csdc": ratio(sums["csdc"], sums["csdc_n"]), "pc": sums["pc"] / n, "dc": sums["dc"] / n,
-              "d": 1 - ratio(sums["d"], sums["d_n"])}
+    A family without a valid image is NaN (e.g. CSDC when no image is correctly classified). The
+    curves over the thresholds come with the scalars of :func:`summarise_batch`."""
+    batched = {k: torch.as_tensor(v, dtype=torch.float64)[None] for k, v in sums.items()}
+    out = {key: value[0] for key, value in summarise_batch(batched, thresholds).items()}
+    x = torch.tensor(thresholds, dtype=torch.float64)
+    for key, curve in _curves(batched).items():
+        out[f"{key}_curve"], out[f"{key}_curve_x"] = curve[0], x
+    return out
+
+
+def summarise_batch(sums: dict[str, torch.Tensor], thresholds: tuple[float, ...]) -> dict[str, torch.Tensor]:
+    """The scalars of :func:`summarise` for ``R`` sets of sums at once (each ``[R, ...]``, e.g.
+    bootstrap resamples of the per-image rows): the threshold is selected again on each set, as
+    :func:`summarise` does on the pooled test set."""
+    curves = _curves(sums)
     joint = curves["csdc"] / 3 + curves["pc"] / 3 + curves["dc"] / 3 + curves["d"]
-    best = int(torch.nan_to_num(joint, nan=-1.0).argmax())
-    out = {key: curve[best] for key, curve in curves.items()}
+    best = torch.nan_to_num(joint, nan=-1.0).argmax(1, keepdim=True)  # [R, 1]: the first of tied maxima
+    out = {key: curve.gather(1, best)[:, 0] for key, curve in curves.items()}
     out["com"] = ((out["csdc"] + out["pc"] + out["dc"]) / 3 + out["d"]) / 2
-    out["sd"] = ratio(sums["sd"], sums["sd_n"])
-    out["bi"] = 1 - ratio(sums["bi_relevant"], sums["bi_total"])
+    out["sd"] = _ratio(sums["sd"], sums["sd_n"])
+    out["bi"] = 1 - _ratio(sums["bi_relevant"], sums["bi_total"])
     families = [out["com"], out["sd"]]
     if "ts" in sums:
-        out["ts"] = ratio(sums["ts"], sums["ts_n"])
+        out["ts"] = _ratio(sums["ts"], sums["ts_n"])
         families.append(out["ts"])
-    out["mx"] = torch.stack(families).mean()
-    out["threshold"] = torch.tensor(thresholds[best], dtype=torch.float64)
-    x = torch.tensor(thresholds, dtype=torch.float64)
-    for key, curve in curves.items():
-        out[f"{key}_curve"], out[f"{key}_curve_x"] = curve, x
+    out["mx"] = torch.stack(families).mean(0)
+    out["threshold"] = torch.tensor(thresholds, dtype=torch.float64, device=best.device)[best[:, 0]]
     for key in ("csdc_n", "d_n", "sd_n", "ts_n"):
         if key in sums:  # images counted by each family (TS has two entries per image)
             out[f"images_{key[:-2]}"] = sums[key] / (2 if key == "ts_n" else 1)
     return out
+
+
+def _curves(sums: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``[R, T]`` per family: CSDC, PC, DC and D at every threshold."""
+    n = sums["images"][:, None]
+    return {"csdc": _ratio(sums["csdc"], sums["csdc_n"][:, None]), "pc": sums["pc"] / n, "dc": sums["dc"] / n,
+            "d": 1 - _ratio(sums["d"], sums["d_n"][:, None])}
+
+
+def _ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+    """``num / den``, NaN where ``den`` is 0 (no image of the family)."""
+    return torch.where(den > 0, num / den, torch.full_like(num, float("nan")))

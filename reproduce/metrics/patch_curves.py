@@ -39,7 +39,7 @@ from torch import nn
 
 from reproduce.errors import ConfigError
 from reproduce.checks import check_choice, check_fraction
-from reproduce.metrics.base import AttributionBatch, AttributionMetric, percent_key
+from reproduce.metrics.base import AttributionBatch, AttributionMetric, ones, percent_key
 from reproduce.metrics.insertion_deletion import MODES
 from reproduce.metrics.perturbation_curves import (
     SCORES,
@@ -195,18 +195,30 @@ class _PatchMetric(AttributionMetric):
         self._add_sum("reused_sum")
         self._add_sum("passes_sum")
 
-    def _scores(self, batch: AttributionBatch, mode: str, counts) -> torch.Tensor:
+    @classmethod
+    def for_statistic(cls, options, config):
+        """The grid comes from the recorded config (by default it is read from the ViT's token grid,
+        and the placeholder model has none); the removal does not enter the statistic, and "fill"
+        is the one a model-free instance accepts."""
+        return super().for_statistic({**options, "grid": list(config["grid"]), "removal": "fill"}, config)
+
+    def _scores(self, batch: AttributionBatch, mode: str, counts) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Scores ``[B, S]`` and each image's rows of the reuse diagnostics (whether its points came
+        from the path; the passes run here for it)."""
         classes = batch.labels if self.score == "accuracy" else batch.targets
         _, scores, (reused, passes) = patch_scores_with_reuse(
             self.model, batch.images, batch.maps, classes, mode=mode, counts=counts, grid=self.grid,
             removal=self.removal, score=self.score, fill=self.fill, max_batch=self.max_batch,
             indices=batch.indices, zero_point=self.zero_point, path=batch.extra.get("player_path"))
-        self._accumulate("reused_sum", torch.tensor(float(batch.size if reused else 0)))
-        self._accumulate("passes_sum", torch.tensor(float(passes)))
-        return scores
+        one = ones(batch)
+        return scores, {"reused_sum": one * float(reused), "passes_sum": one * (passes / batch.size), "count": one}
 
     def _reuse_report(self, n: float) -> dict[str, torch.Tensor]:
         return {"reused": self.reused_sum / n, "forward_per_image": self.passes_sum / n}
+
+    @staticmethod
+    def _reuse_batch(sums: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {"reused": sums["reused_sum"] / sums["count"], "forward_per_image": sums["passes_sum"] / sums["count"]}
 
 
 class _PatchCurveMetric(_PatchMetric):
@@ -221,21 +233,25 @@ class _PatchCurveMetric(_PatchMetric):
         self._record(mode=self.mode, zero_point=self.zero_point, endpoints=f"k = 0: {k0[self.zero_point]}; k = 1..n evaluated")
         self._add_sum("curve_sum", (self.num_patches + 1,))
         self._add_sum("count")
+        # Per image its curve, count and reuse diagnostics: 8 x (n + 4) bytes (1,600 for 196 patches).
+        self._track_per_image("curve_sum", "count", "reused_sum", "passes_sum")
 
     @property
     def directions(self) -> dict[str, str]:
         return {"auc": "higher" if self.mode == "insertion" else "lower"}
 
     def _update(self, batch: AttributionBatch, explain=None) -> None:
-        scores = self._scores(batch, self.mode, None)
-        self._accumulate("curve_sum", scores.double().sum(0))
-        self._accumulate("count", torch.tensor(float(batch.size)))
+        scores, rows = self._scores(batch, self.mode, None)
+        self._accumulate_rows({"curve_sum": scores.double(), **rows}, batch.indices)
 
     def _compute(self) -> dict[str, torch.Tensor]:
         n = self._require_samples(self.count)
         curve = self.curve_sum / n
         x = torch.arange(self.num_patches + 1, dtype=torch.float64, device=curve.device) / self.num_patches
         return {"auc": trapezoid_auc(curve), "curve": curve, "curve_x": x, **self._reuse_report(n)}
+
+    def _compute_batch(self, sums: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {"auc": trapezoid_auc(sums["curve_sum"] / sums["count"][:, None]), **self._reuse_batch(sums)}
 
 
 @register_metric("patch_insertion")
@@ -270,6 +286,7 @@ class AccuracyAtBudget(_PatchMetric):
         self._record(mode=self.mode, budgets=list(self.budgets), patches=self.counts, rounding="half up")
         self._add_sum("score_sum", (len(self.budgets),))
         self._add_sum("count")
+        self._track_per_image("score_sum", "count", "reused_sum", "passes_sum")  # 8 x (budgets + 3) bytes per image
 
     def _key(self, p: float) -> str:
         return f"{self.score}_{'shown' if self.mode == 'insertion' else 'hidden'}_{percent_key(p)}"
@@ -280,10 +297,13 @@ class AccuracyAtBudget(_PatchMetric):
         return {self._key(p): way for p in self.budgets}
 
     def _update(self, batch: AttributionBatch, explain=None) -> None:
-        scores = self._scores(batch, self.mode, self.counts)
-        self._accumulate("score_sum", scores.double().sum(0))
-        self._accumulate("count", torch.tensor(float(batch.size)))
+        scores, rows = self._scores(batch, self.mode, self.counts)
+        self._accumulate_rows({"score_sum": scores.double(), **rows}, batch.indices)
 
     def _compute(self) -> dict[str, torch.Tensor]:
         n = self._require_samples(self.count)
         return {**{self._key(p): self.score_sum[i] / n for i, p in enumerate(self.budgets)}, **self._reuse_report(n)}
+
+    def _compute_batch(self, sums: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        n = sums["count"]
+        return {**{self._key(p): sums["score_sum"][:, i] / n for i, p in enumerate(self.budgets)}, **self._reuse_batch(sums)}

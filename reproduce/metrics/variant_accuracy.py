@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from reproduce.errors import ConfigError
-from reproduce.metrics.base import EXTRA, AttributionBatch, AttributionMetric, check_finite
+from reproduce.metrics.base import EXTRA, AttributionBatch, AttributionMetric, check_finite, ones
 from reproduce.metrics.registry import register_metric
 from reproduce.models import inference_state
 
@@ -49,6 +49,8 @@ class VariantAccuracy(AttributionMetric):
         self._record(variant=variant, classifier="explained model" if classifier is not None else "metric model")
         for name in ("correct", "correct_clean", "count"):
             self._add_sum(name)
+        # 24 bytes per image; the gap is paired per image (the same image, clean and shifted).
+        self._track_per_image("correct", "correct_clean", "count")
 
     @property
     def requires(self) -> tuple[str, ...]:
@@ -62,11 +64,15 @@ class VariantAccuracy(AttributionMetric):
     def _update(self, batch: AttributionBatch, explain=None) -> None:
         model = self._classifier_ref[0] or self.model
         shifted = batch.extra[f"images_{self.variant}"]
-        self._accumulate("correct", variant_correct(model, shifted, batch.labels).double().sum())
-        self._accumulate("correct_clean", variant_correct(model, batch.images, batch.labels).double().sum())
-        self._accumulate("count", torch.tensor(float(batch.size)))
+        self._accumulate_rows({"correct": variant_correct(model, shifted, batch.labels).double(),
+                               "correct_clean": variant_correct(model, batch.images, batch.labels).double(),
+                               "count": ones(batch)}, batch.indices)
 
     def _compute(self) -> dict[str, torch.Tensor]:
-        n = self._require_samples(self.count)
-        accuracy, clean = self.correct / n, self.correct_clean / n
+        self._require_samples(self.count)
+        return {key: value[0] for key, value in self._compute_batch(
+            {name: getattr(self, name)[None] for name in ("correct", "correct_clean", "count")}).items()}
+
+    def _compute_batch(self, sums: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        accuracy, clean = sums["correct"] / sums["count"], sums["correct_clean"] / sums["count"]
         return {"accuracy": accuracy, "accuracy_clean": clean, "gap": clean - accuracy}
