@@ -53,10 +53,10 @@ def test_evaluate_cell_scores_the_variant_and_the_interventions(compose):
     scalars = result["scalars"]
     # the explained model's own accuracy on the paired mixed_rand images, computed here directly
     from reproduce.models import ModelAdapter
-    from reproduce.runtime.evaluation import load_explained_model
+    from reproduce.runtime.evaluation import load_models
     from reproduce.runtime.training import instantiate_node
 
-    model = load_explained_model(cfg)
+    model = load_models(cfg).explained
     dm = instantiate_node(cfg.data)
     dm.set_data_config(ModelAdapter(model).data_config)
     dm.request_extras({"images_mixed_rand"})

@@ -174,10 +174,11 @@ class Attributor:
         raise NotImplementedError
 
     # Declared hooks (defaults here; methods override what they provide).
-    def last_extras(self) -> dict[str, torch.Tensor]:
-        """Per-sample tensors of the last :meth:`attribute` call that metrics read from
-        ``AttributionBatch.extra`` (``{key: [B, ...]}``); empty unless the method has some (SMDL's
-        greedy path, see :attr:`provides_steps`)."""
+    def last_extras(self) -> dict[str, Any]:
+        """Per-sample values of the last :meth:`attribute` call that metrics read from
+        ``AttributionBatch.extra``: tensors ``{key: [B, ...]}`` (SMDL's greedy path, see
+        :attr:`provides_steps`) or a batch object with per-sample fields (MoXI's
+        :class:`~reproduce.models.player_path.PlayerPath`); empty unless the method has some."""
         return {}
 
     def extra_cost(self, batch_size: int) -> dict[str, float]:
