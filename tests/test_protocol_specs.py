@@ -168,3 +168,15 @@ def test_control_rows_never_look_at_the_model_and_the_oracle_skips_re_explaining
             options = {k: v for k, v in metric.items() if k != "name"}
             options = {k: model if v == "@explained" else v for k, v in options.items()}
             assert "explain" not in create_metric(metric.get("name", label), model, **options).requires, (row["label"], label)
+
+
+def test_moxi_explains_a_vit_that_has_learned_its_data(compose):
+    """MoXI explains the ViT's correct images: on the hard preset the micro ViT reaches ~32 %, so the
+    embedded MoXI table uses the easy preset (where it reaches ~100 %) and says why."""
+    cfg = compose("table", ["table=moxi"])
+    spec = TableSpec.from_config(to_plain(cfg.table))
+    assert spec.data == "synthetic_easy" and spec.samples == "correct"
+    plan = plan_table(spec, TableLayout(str(cfg.paths.root), spec.name))
+    assert {str(c.data.options.preset) for _, c in plan.trainings} == {"easy"}
+    assert {str(c.data.options.preset) for _, c in plan.cells} == {"easy"}
+    assert "31.9 %" in spec.protocol and "99.7 %" in spec.protocol
