@@ -3,6 +3,7 @@
     reproduce train experiment=quickstart_cnn
     reproduce evaluate attributor=gradcam train_run=quickstart_cnn
     reproduce table table=table3
+    reproduce report
     reproduce list attributors|metrics|datasets|tables
 
 ``reproduce <verb> --help`` shows that verb's usage and examples; ``reproduce --version`` the
@@ -27,9 +28,10 @@ VERBS: dict[str, tuple[str, str]] = {
     "train": ("reproduce.train", "train and test one model (a Hydra `train` config)"),
     "evaluate": ("reproduce.evaluate", "evaluate one attributor on one model (a Hydra `evaluate` config)"),
     "table": ("reproduce.table", "reproduce a paper table end to end (a spec in conf/table/)"),
+    "report": ("reproduce.report", "judge the papers' claims from the tables on disk: results/REPORT.md"),
     "list": ("reproduce.runtime.listing", "list attributors, metrics, datasets or tables with their options"),
 }
-HYDRA_CONFIGS = {"train": "train", "evaluate": "evaluate", "table": "table"}
+HYDRA_CONFIGS = {"train": "train", "evaluate": "evaluate", "table": "table", "report": "report"}
 
 
 def usage() -> str:

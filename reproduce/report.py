@@ -9,6 +9,7 @@ Examples:
     python -m reproduce.report                     # after `make reproduce-all`
     python -m reproduce.report claim_files=[moxi,smdl]  # only these papers' claims
     python -m reproduce.report quick=true          # judge the QUICK=1 previews
+    python -m reproduce.report tables=[interventions]  # the tables shown besides those the claims name
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from reproduce.runtime.paths import CONF_DIR
+
+PROG = "reproduce.report"
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="report")
@@ -27,17 +30,21 @@ def main(cfg: DictConfig) -> None:
     from reproduce.runtime.cli_errors import reported_errors
     from reproduce.runtime.validation import WANDB_MODES
 
-    with reported_errors("reproduce.report"):
-        claims = OmegaConf.to_container(cfg.claim_files) if cfg.claim_files is not None else None
-        if claims is not None and (not isinstance(claims, list) or not all(isinstance(c, str) for c in claims)):
-            raise ConfigError(f"claim_files must be a list of claim file names such as [moxi, smdl], got {claims!r}.")
+    with reported_errors(PROG):
+        names = {}
+        for key, example in (("claim_files", "[moxi, smdl]"), ("tables", "[table3, interventions]")):
+            value = OmegaConf.to_container(cfg[key]) if cfg.get(key) is not None else None
+            if value is not None and (not isinstance(value, list) or not all(isinstance(c, str) for c in value)):
+                raise ConfigError(f"{key} must be a list of names such as {example}, got {value!r}.")
+            names[key] = value
         check_choice("wandb_mode", cfg.wandb_mode, WANDB_MODES)
-        report = build_report(str(cfg.paths.root), claims, quick=check_bool("quick", cfg.quick),
-                              wandb_mode=str(cfg.wandb_mode), figures=check_bool("figures", cfg.figures))
-    print(f"[reproduce.report] wrote {report.path}: " + ", ".join(f"{k} {n}" for k, n in report.counts.items()))
+        report = build_report(str(cfg.paths.root), names["claim_files"], quick=check_bool("quick", cfg.quick),
+                              wandb_mode=str(cfg.wandb_mode), figures=check_bool("figures", cfg.figures),
+                              tables=names["tables"])
+    print(f"[{PROG}] wrote {report.path}: " + ", ".join(f"{k} {n}" for k, n in report.counts.items()))
 
 
 if __name__ == "__main__":
     from reproduce.runtime.cli_errors import run_entry_point
 
-    run_entry_point(main, "reproduce.report", "report", __doc__)
+    run_entry_point(main, PROG, "report", __doc__)

@@ -11,6 +11,7 @@ Examples:
     python -m reproduce.table table=moxi smoke=true          # tiny settings, under outputs/smoke and results/smoke
     python -m reproduce.table table=table3 recompute="Grad-CAM"   # one row again (or recompute=true: every cell)
     python -m reproduce.table table=table3 assemble_only=true
+    python -m reproduce.table table=table3 quick=true        # a preview: fewer images, results/table3_quick.*
 
 Sharding: ``python -m reproduce.table -m table=table3 shard.count=2 shard.index=0,1
 hydra/launcher=joblib_local`` evaluates the cells in two processes (or SLURM jobs with
@@ -49,8 +50,9 @@ def main(cfg: DictConfig) -> None:
             seconds = run.seconds
         if cfg.assemble and int(cfg.shard.count) > 1:
             # One shard sees only its own cells: a table from it would be partial.
+            flags = (" smoke=true" if smoke else "") + (" quick=true" if cfg.quick else "")
             print(f"[{PROG}] shard {int(cfg.shard.index)}/{int(cfg.shard.count)} done; assemble with "
-                  f"`python -m reproduce.table table={spec.name}{' smoke=true' if smoke else ''} assemble_only=true`.")
+                  f"`python -m reproduce.table table={cfg.table.name}{flags} assemble_only=true`.")
         elif cfg.assemble:
             publish(spec, root, wandb_mode=cfg.wandb_mode, seconds=seconds, smoke=smoke)
 

@@ -39,7 +39,7 @@ def _run(*args, cwd, timeout=180):
 def test_pyproject_declares_the_console_script_and_the_verbs_are_one_table():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert project["scripts"] == {"reproduce": "reproduce.cli:run"}
-    assert list(VERBS) == ["train", "evaluate", "table", "list"]
+    assert list(VERBS) == ["train", "evaluate", "table", "report", "list"]
 
 
 @pytest.mark.parametrize("args", [["-m", "reproduce", "--version"], ["-m", "reproduce.train", "--version"],
@@ -49,7 +49,7 @@ def test_version_is_the_package_version(args, tmp_path):
     assert proc.returncode == 0 and proc.stdout.strip() == f"reproduce {__version__}"
 
 
-@pytest.mark.parametrize("verb", ["train", "evaluate", "table"])
+@pytest.mark.parametrize("verb", ["train", "evaluate", "table", "report"])
 def test_help_shows_usage_and_examples_not_the_composed_config(verb, tmp_path):
     proc = _run("-m", "reproduce", verb, "--help", cwd=tmp_path)
     lines = proc.stdout.splitlines()
@@ -96,6 +96,13 @@ def test_list_without_a_kind_names_the_kinds(capsys):
 def test_python_m_reproduce_dispatches_to_the_entry_point(tmp_path):
     proc = _run("-m", "reproduce", "train", "nmae=x", cwd=tmp_path)
     assert proc.returncode == 2 and proc.stderr.startswith("reproduce.train: error: nmae is not a key of the train config")
+
+
+def test_reproduce_report_is_the_report_entry_point(tmp_path):
+    proc = _run("-m", "reproduce", "report", "claim_file=[moxi]", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("reproduce.report: error: claim_file is not a key of the report config")
+    assert "Did you mean claim_files?" in proc.stderr.splitlines()[0]
 
 
 # --- a misspelt table row option fails before any training (12.10) ---------------------------------
@@ -201,3 +208,46 @@ def test_a_corrupt_run_file_names_a_fix_that_works(tmp_path):
         read_run_file(str(path))
     subprocess.run(shlex.split(_fix(str(err.value), r"`(rm [^`]+)`")), check=True)
     assert read_run_file(str(path)) == {}
+
+
+# --- the Makefile: `make reproduce-all` runs every embedded table, then the report ------------------
+PENDING_TABLES = {"comet_two_part"}  # COMET's two-part table: its spec comes from another slice
+OPT_IN_TABLES = {"sanity_data"}  # trains a permuted-label model for 30 epochs: run it by name
+
+
+def _make_commands(*args: str) -> list[str]:
+    """The commands ``make`` would run (``-n``; the virtualenv stamp counts as up to date)."""
+    import shutil
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    out = subprocess.run(["make", "-n", "-o", ".venv/.installed", *args], cwd=ROOT, capture_output=True, text=True,
+                         check=True).stdout
+    return [line.strip() for line in out.splitlines() if line.strip()]
+
+
+def test_reproduce_all_runs_every_embedded_table_then_the_report():
+    import yaml
+
+    specs = {f[:-5]: yaml.safe_load((ROOT / "conf" / "table" / f).read_text())
+             for f in os.listdir(ROOT / "conf" / "table") if f.endswith(".yaml")}
+    embedded = {n for n, s in specs.items() if str(s.get("data")).startswith("synthetic") or s.get("data") == "photos"}
+    commands = _make_commands("reproduce-all", "QUICK=1")
+    loop = next(c for c in commands if "reproduce.table" in c)
+    listed = re.search(r"for table in ([^;]+);", loop).group(1).split()
+    assert set(listed) == (embedded - OPT_IN_TABLES) | PENDING_TABLES and len(listed) == len(set(listed))
+    assert all(name in specs or name in PENDING_TABLES for name in listed)
+    assert "table=$table quick=true" in loop and commands[-1].endswith("-m reproduce.report quick=true")
+    assert not any("quick=true" in c for c in _make_commands("reproduce-all"))  # QUICK unset: the full tables
+
+
+@pytest.mark.parametrize("target", ["reproduce-table3", "reproduce-moxi", "reproduce-superpixel", "reproduce-smdl",
+                                    "reproduce-sanity", "reproduce-interventions", "report"])
+def test_every_reproduce_target_passes_quick_on(target):
+    commands = [c for c in _make_commands(target, "QUICK=1") if "-m reproduce." in c]
+    assert commands and all(c.rstrip().endswith("quick=true") for c in commands), commands
+    tables = re.findall(r"table=(\w+)", " ".join(commands))
+    expected = {"reproduce-moxi": ["moxi", "moxi_photos"], "reproduce-smdl": ["smdl", "smdl_misclassified"]}
+    assert tables == expected.get(target, [target.removeprefix("reproduce-")] if target != "report" else [])
+    if target == "reproduce-moxi":  # a paper setting runs that table alone
+        assert re.findall(r"table=(\w+)", " ".join(_make_commands(target, "DATA=imagenet_val"))) == ["moxi_imagenet_val"]

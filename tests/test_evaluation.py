@@ -465,6 +465,10 @@ def test_the_oracle_mask_control_gets_the_masks_and_fails_early_without_them(cnn
     with pytest.raises(ConfigError, match="oracle_mask attributor explains with the ground-truth masks; the 'toy' test split has none"):
         module.check_available({"explain"}, source="the 'toy' test split")
     module.check_available({"explain", "masks"}, source="the 'toy' test split")
+    # A metric that re-explains perturbed images (no masks for them) is refused before the test loop.
+    reexplaining = AttributionEvaluation(cnn, "oracle_mask", metrics={**metrics, "rob": {"name": "robustness"}}, num_overlays=0)
+    with pytest.raises(ConfigError, match=r"metric\(s\) \['rob'\] re-explain perturbed images.*skip_metrics"):
+        reexplaining.check_available({"explain", "masks"}, source="the 'toy' test split")
     _trainer().test(module, dataloaders=_masked_loader(), verbose=False)
     assert module.result["scalars"]["energy/energy"] == pytest.approx(1.0) and module.result["scalars"]["pg/accuracy"] == 1.0
     # The per-image retry that names the failing image hands each image its own mask.

@@ -154,3 +154,23 @@ def test_quick_report_reads_the_previews(tmp_path):
     report = build_report(root, quick=True, wandb_mode="disabled", claims_dir=claims_dir, tables_dir=tables_dir)
     assert report.path.endswith("REPORT_quick.md") and report.counts["not run"] == 3
     assert report.markdown.startswith("# QUICK preview") and "table=toyclaims quick=true" in report.markdown
+
+
+def test_tables_without_claims_are_shown_when_named(tmp_path):
+    """conf/report.yaml's ``tables``: a table no claim names (e.g. interventions) still gets its section."""
+    root, claims_dir, tables_dir = write_setup(tmp_path, [claim("faster", "A", "B")], tables={"toyclaims": TOY, "unrun": UNRUN})
+    plain = build_report(root, wandb_mode="disabled", figures=False, claims_dir=claims_dir, tables_dir=tables_dir)
+    assert "### Never run" not in plain.markdown
+    named = build_report(root, wandb_mode="disabled", figures=False, claims_dir=claims_dir, tables_dir=tables_dir,
+                         tables=["unrun"])
+    assert "### Never run" in named.markdown and "table=unrun`" in named.markdown and named.counts == plain.counts
+
+
+def test_the_report_config_names_every_embedded_table_of_make_reproduce_all():
+    with open(os.path.join(REPO, "conf", "report.yaml")) as f:
+        tables = yaml.safe_load(f)["tables"]
+    with open(os.path.join(REPO, "Makefile")) as f:
+        embedded = next(line for line in f if line.startswith("EMBEDDED_TABLES")).split("=", 1)[1].split()
+    # comet_two_part reaches the report through its claim (comet-feature-coverage), not this list.
+    assert set(tables) == set(embedded) - {"comet_two_part"}
+    assert all(os.path.exists(os.path.join(REPO, "conf", "table", f"{t}.yaml")) for t in tables)

@@ -140,3 +140,22 @@ def test_a_cell_with_fewer_images_than_asked_says_so(tmp_path):
     assert (rows[1]["images"], rows[1]["images requested"]) == ("12 64", "64 64")
     assert json.load(open(os.path.join(root, "results", "toy.json")))["rows"][1]["images"] == [12, 64]
 
+
+
+def test_quick_true_validates_the_preview_whose_files_never_overwrite_the_full_run(compose, tmp_path):
+    """``quick=true`` (``make reproduce-moxi QUICK=1``): the spec's QUICK preview, named
+    ``<name>_quick``, so its models, cells and results live apart from the full table's."""
+    from reproduce.runtime.paths import TableLayout
+    from reproduce.runtime.table_runner import plan_table
+    from reproduce.runtime.validation import validate_table
+
+    full = validate_table(compose("table", ["table=moxi"]))
+    quick = validate_table(compose("table", ["table=moxi", "quick=true"]))
+    assert (full.name, quick.name) == ("moxi", "moxi_quick") and quick.title.startswith("QUICK preview")
+    assert quick.eval_images < full.eval_images and [r["label"] for r in quick.rows] == [r["label"] for r in full.rows]
+    layout = TableLayout(str(tmp_path), quick.name)
+    files = [*plan_table(quick, layout).checkpoints.values(), *(layout.cell_result(c.key) for c in quick.cells())]
+    full_dir = os.path.join(str(tmp_path), "outputs", "tables", "moxi") + os.sep
+    assert files and all("moxi_quick" in f and not f.startswith(full_dir) for f in files)
+    with pytest.raises(ConfigError, match="quick must be true or false"):
+        validate_table(compose("table", ["table=moxi", "quick=maybe"]))

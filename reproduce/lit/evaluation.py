@@ -147,6 +147,11 @@ class AttributionEvaluation(L.LightningModule):
         if getattr(self.attributor, "needs_masks", False) and "masks" not in available:
             raise ConfigError(f"The {self.attributor_name} attributor explains with the ground-truth masks; {source} has "
                               "none. Evaluate it on a dataset with masks (e.g. the synthetic benchmark).")
+        reexplaining = [label for label, metric in self.metrics.items() if "explain" in metric.requires]
+        if getattr(self.attributor, "needs_masks", False) and reexplaining:  # the re-explained images have no masks
+            raise ConfigError(f"The {self.attributor_name} attributor needs each image's ground-truth mask, but metric(s) "
+                              f"{reexplaining} re-explain perturbed images, which have none: leave them out "
+                              "(a table row: skip_metrics).")
         for metric in self.metrics.values():
             metric.check_available(available, source=source)
 

@@ -153,13 +153,22 @@ def _expanded(entry: dict[str, Any], tables: dict[str, dict[str, Any]]) -> list[
             merged["id"] = f"{entry.get('id')}/{slugify(str(suffix))}"
             if entry.get("variant_of") and "variant_of" not in item:  # the variant of the matching expansion
                 merged["variant_of"] = f"{entry['variant_of']}/{slugify(str(suffix))}"
-        if merged.get("row") == "*":
-            rows = [r.get("label") for r in (tables.get(merged.get("table")) or {}).get("rows") or []]
+        if merged.get("row") == "*":  # every row that fills the column
+            table = tables.get(merged.get("table")) or {}
+            rows = [r.get("label") for r in table.get("rows") or [] if fills(table, r.get("label"), merged.get("column"))]
             skip = {(merged.get("against") or {}).get("row"), *(merged.get("exclude") or [])}
             out += [{**merged, "row": r, "id": f"{merged.get('id')}/{slugify(r)}"} for r in rows if r not in skip]
         else:
             out.append(merged)
     return out
+
+
+def fills(table: dict[str, Any], label: Any, column: Any) -> bool:
+    """Whether row ``label`` of the raw table spec fills ``column``: a row's ``skip_metrics`` leave
+    the columns of those metrics empty (e.g. MoXI's insertion-order row has no deletion AUC)."""
+    key = next((str(c.get("key", "")) for c in table.get("columns") or [] if c.get("label") == column), "accuracy")
+    row = next((r for r in table.get("rows") or [] if r.get("label") == label), {})
+    return key == "accuracy" or key.split("/")[0] not in (row.get("skip_metrics") or [])
 
 
 def _parse(item: dict[str, Any], paper: str, path: str, tables: dict[str, dict[str, Any]]) -> tuple[Claim | None, list[str]]:
@@ -182,6 +191,10 @@ def _parse(item: dict[str, Any], paper: str, path: str, tables: dict[str, dict[s
             problems.append(f"{where}: table {item['table']!r} has no row {label!r}.{suggest(label, rows)}")
     if item["column"] not in columns:
         problems.append(f"{where}: table {item['table']!r} has no column {item['column']!r}.{suggest(item['column'], columns)}")
+    else:
+        problems += [f"{where}: row {label!r} of table {item['table']!r} skips the metric of column {item['column']!r} "
+                     "(skip_metrics): its cell is empty." for label in [item["row"], against.get("row")]
+                     if label in rows and not fills(table, label, item["column"])]
     direction = item["direction"]
     if direction not in DIRECTIONS:
         problems.append(f"{where}: direction must be one of {list(DIRECTIONS)}, got {direction!r}.")

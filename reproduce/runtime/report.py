@@ -39,14 +39,16 @@ class Report:
 
 
 def build_report(root: str, claim_names: list[str] | None = None, quick: bool = False, wandb_mode: str = "offline",
-                 figures: bool = True, claims_dir: str | None = None, tables_dir: str | None = None) -> Report:
-    """Judge the claims from the cells under ``root`` and write ``results/REPORT.md`` (see the module docstring)."""
+                 figures: bool = True, claims_dir: str | None = None, tables_dir: str | None = None,
+                 tables: list[str] | None = None) -> Report:
+    """Judge the claims from the cells under ``root`` and write ``results/REPORT.md`` (see the module
+    docstring); ``tables``: tables shown besides those the claims name (e.g. one without claims)."""
     from reproduce.runtime.claims import CLAIMS_DIR, TABLES_DIR, table_specs
     from reproduce.runtime.table_assembly import assemble, read_cells
 
     tables_dir = tables_dir or TABLES_DIR
     claims = load_claims(claim_names, claims_dir or CLAIMS_DIR, table_specs(tables_dir))  # fails before any work
-    specs = load_specs({c.table for c in claims}, tables_dir, quick=quick)
+    specs = load_specs({c.table for c in claims} | set(tables or ()), tables_dir, quick=quick)
     drawn: dict[str, dict[str, str]] = {}
     for name, spec in specs.items():
         results, missing = read_cells(root, spec)

@@ -26,6 +26,7 @@ from reproduce.runtime.config_checks import (
 )
 from reproduce.runtime.limits import check_memory, estimate_bytes, image_shape
 from reproduce.runtime.paths import CONF_DIR, check_run_name, group_config
+from reproduce.runtime.quick import quick_spec
 from reproduce.runtime.table_spec import ROW_SAMPLING_KEYS, TableSpec, slugify
 
 TARGET_CHOICES = ("label", "prediction")
@@ -176,7 +177,9 @@ def check_recompute(value: Any, spec: TableSpec) -> None:
 
 
 def validate_table(cfg: DictConfig) -> TableSpec:
-    """Check a ``table`` config (the spec, every row's options) and return the spec, built once."""
+    """Check a ``table`` config (the spec, every row's options) and return the spec, built once;
+    ``quick=true``: the spec's QUICK preview (:func:`~reproduce.runtime.quick.quick_spec`), named
+    ``<name>_quick`` so that its models, cells and results never mix with the full run's."""
     plain = resolved(cfg, "table config")
     shard = check_mapping("shard", plain.get("shard"))
     count, index = shard.get("count", 1), shard.get("index", 0)
@@ -192,6 +195,8 @@ def validate_table(cfg: DictConfig) -> TableSpec:
     for i, seed in enumerate(seeds):
         check_int(f"table.seeds[{i}]", seed, minimum=0)
     check_sampling(table, "table.")
+    if check_bool("quick", plain.get("quick", False)):
+        table = quick_spec(table)
     spec = TableSpec.from_config(table)
     check_table_rows(spec)
     loggers = sorted(f[:-5] for f in os.listdir(os.path.join(CONF_DIR, "logger")) if f.endswith(".yaml"))
