@@ -70,7 +70,7 @@ def test_bad_seed_is_refused_before_training(compose):
 def _train_cmd(root, name):
     return [
         sys.executable, "-m", "reproduce.train", f"paths.root={root}", f"name={name}", "logger=none",
-        "data.options.sizes={train:1024,val:64,test:64}", "trainer.max_epochs=3",
+        "data.options.sizes={train:384,val:64,test:64}", "trainer.max_epochs=3",
         "trainer.enable_progress_bar=false",
     ]
 
