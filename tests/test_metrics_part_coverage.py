@@ -53,8 +53,10 @@ def test_top_fraction_region_on_hand_built_maps():
     assert got["part2_fraction"] == pytest.approx((0.75 + 0 + 1) / 3)
     assert got["region_fraction"] == pytest.approx(0.25)
     assert scores(fraction=0.25, min_covered=0.6)["coverage"] == pytest.approx(100 / 3)  # C's 0.5 no longer counts
-    # Default budget 10 % = round(6.4) = 6 pixels: A keeps 6 of part 1 only, so nothing is covered.
-    assert scores()["coverage"] == 0.0 and scores()["part1_fraction"] == pytest.approx((6 / 8 + 6 / 8 + 0) / 3)
+    # A 10 % budget = round(6.4) = 6 pixels: A and B keep 6 pixels of part 1 only, C 6 of part 2.
+    small = scores(fraction=0.1)
+    assert small["coverage"] == 0.0 and small["part1_fraction"] == pytest.approx((6 / 8 + 6 / 8 + 0) / 3)
+    assert small["part2_fraction"] == pytest.approx(6 / 8 / 3)
 
 
 def test_threshold_region_is_the_methods_own_size():
