@@ -9,7 +9,7 @@ export WANDB_SILENT ?= true
 DATA ?= synthetic
 DATA_ROOT ?=
 
-.PHONY: install test test-full train bench smoke reproduce-table3 reproduce-moxi reproduce-superpixel reproduce-smdl reproduce-sanity reproduce-interventions reproduce-all clean-venv
+.PHONY: install test test-full train bench smoke reproduce-table3 reproduce-moxi reproduce-superpixel reproduce-smdl reproduce-sanity reproduce-interventions reproduce-comet-two-part reproduce-all clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -65,6 +65,10 @@ reproduce-sanity: $(STAMP)
 # FunnyBirds' interventional protocol on the embedded benchmark (exact counterfactual re-renders).
 reproduce-interventions: $(STAMP)
 	$(PY) -m reproduce.table table=interventions $(TABLE_ARGS)
+
+# COMET's feature coverage: does the mask cover BOTH parts of the two-part benchmark (vs the two-player ablation)?
+reproduce-comet-two-part: $(STAMP)
+	$(PY) -m reproduce.table table=comet_two_part $(TABLE_ARGS)
 
 reproduce-all: reproduce-table3 reproduce-moxi reproduce-superpixel reproduce-smdl
 

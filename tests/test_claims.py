@@ -145,7 +145,7 @@ def test_each_and_star_expand_into_one_claim_per_row(tmp_path):
     assert ids == ["vs/b", "vs/c", "vs/d", "each/c", "each-d", "each-variant/c"]
 
 
-PENDING = ("'Random'", "'PxAP (standard)'", "'Accuracy mixed_rand (%)'", "'comet_two_part'", "'sanity'")
+PENDING = ("'Random'", "'PxAP (standard)'", "'Accuracy mixed_rand (%)'", "'sanity'")
 
 
 def test_shipped_claims_are_valid_except_those_waiting_for_other_slices():
