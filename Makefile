@@ -9,7 +9,7 @@ export WANDB_SILENT ?= true
 DATA ?= synthetic
 DATA_ROOT ?=
 
-.PHONY: install test test-full train bench smoke reproduce-table3 reproduce-moxi reproduce-superpixel reproduce-smdl reproduce-sanity reproduce-interventions reproduce-all report clean-venv
+.PHONY: install test test-full train bench smoke reproduce-table3 reproduce-moxi reproduce-superpixel reproduce-smdl reproduce-sanity reproduce-interventions reproduce-comet-two-part reproduce-all report clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -70,6 +70,10 @@ reproduce-sanity: $(STAMP)
 # FunnyBirds' interventional protocol on the embedded benchmark (exact counterfactual re-renders).
 reproduce-interventions: $(STAMP)
 	$(PY) -m reproduce.table table=interventions $(TABLE_ARGS)
+
+# COMET's feature coverage: does the mask cover BOTH parts of the two-part benchmark (vs the two-player ablation)?
+reproduce-comet-two-part: $(STAMP)
+	$(PY) -m reproduce.table table=comet_two_part $(TABLE_ARGS)
 
 # Every embedded table, then results/REPORT.md (REPORT_quick.md with QUICK=1): the claims scoreboard and
 # every table. comet_two_part is COMET's two-part feature-coverage table (claim comet-feature-coverage).

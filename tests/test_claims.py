@@ -145,31 +145,12 @@ def test_each_and_star_expand_into_one_claim_per_row(tmp_path):
     assert ids == ["vs/b", "vs/c", "vs/d", "each/c", "each-d", "each-variant/c"]
 
 
-def test_a_row_that_skips_the_column_is_left_out_of_star_and_refused_by_name(tmp_path):
-    """A row's skip_metrics leave its cells of that column empty: ``row: "*"`` leaves the row out, and a
-    claim that names it fails validation (before, it read "untested" after the whole table had run)."""
-    skipping = {**TOY, "rows": [{**r, "skip_metrics": ["cost"]} if r["label"] == "C" else r for r in TOY["rows"]]}
-    from reproduce.runtime.claims import table_specs
-
-    _, claims_dir, tables_dir = write_setup(tmp_path, [{**claim("vs", "*", "A"), "exclude": ["E"]}], {"toyclaims": skipping})
-    assert [c.id for c in load_claims(None, claims_dir, table_specs(tables_dir))] == ["vs/b", "vs/d"]
-    _, claims_dir, tables_dir = write_setup(tmp_path / "named", [claim("bad", "A", "C")], {"toyclaims": skipping})
-    with pytest.raises(ConfigError, match=r"claim 'bad' \(toy.yaml\): row 'C' of table 'toyclaims' skips the metric "
-                                          r"of column 'Time \(ms\)' \(skip_metrics\)"):
-        load_claims(None, claims_dir, table_specs(tables_dir))
 
 
-# Only COMET's feature-coverage claim waits for a table another slice adds (comet_two_part).
-PENDING = ("'comet_two_part'",)
-
-
-def test_shipped_claims_are_valid_except_those_waiting_for_other_slices():
-    """Every problem of conf/claims names a table another slice is adding (listed in PENDING);
-    anything else is a typo. Once that lands, PENDING empties and every claim validates."""
+def test_shipped_claims_are_all_valid():
+    """Every claim of conf/claims names a table, rows and a column that exist (a typo fails here)."""
     claims, problems = check_claims()
-    unexpected = [p for p in problems if not any(name in p for name in PENDING)]
-    assert unexpected == [], unexpected
-    assert [p.split(":")[0] for p in problems] == ["claim 'comet-feature-coverage' (comet.yaml)"]
+    assert problems == [], problems
     files = {c.file for c in claims}
     assert {"moxi.yaml", "comet.yaml", "superpixel.yaml", "smdl.yaml", "controls.yaml"} <= files
     assert any(c.table == "moxi_photos" for c in claims) and any(c.constant == 4096 for c in claims)

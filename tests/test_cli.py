@@ -211,7 +211,6 @@ def test_a_corrupt_run_file_names_a_fix_that_works(tmp_path):
 
 
 # --- the Makefile: `make reproduce-all` runs every embedded table, then the report ------------------
-PENDING_TABLES = {"comet_two_part"}  # COMET's two-part table: its spec comes from another slice
 OPT_IN_TABLES = {"sanity_data"}  # trains a permuted-label model for 30 epochs: run it by name
 
 
@@ -235,8 +234,8 @@ def test_reproduce_all_runs_every_embedded_table_then_the_report():
     commands = _make_commands("reproduce-all", "QUICK=1")
     loop = next(c for c in commands if "reproduce.table" in c)
     listed = re.search(r"for table in ([^;]+);", loop).group(1).split()
-    assert set(listed) == (embedded - OPT_IN_TABLES) | PENDING_TABLES and len(listed) == len(set(listed))
-    assert all(name in specs or name in PENDING_TABLES for name in listed)
+    assert set(listed) == embedded - OPT_IN_TABLES and len(listed) == len(set(listed))
+    assert all(name in specs for name in listed)
     assert "table=$table quick=true" in loop and commands[-1].endswith("-m reproduce.report quick=true")
     assert not any("quick=true" in c for c in _make_commands("reproduce-all"))  # QUICK unset: the full tables
 

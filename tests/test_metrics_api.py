@@ -60,7 +60,7 @@ def make_batch(b: int = 6, seed: int = 0) -> AttributionBatch:
     return AttributionBatch(
         images=images, labels=labels, targets=preds, maps=explain(images, preds), masks=masks,
         indices=torch.arange(50, 50 + b),
-        extra={**scenes, "images_mixed_rand": images.flip(-2), "images_bg_shift": images.flip(-1), "step_area": torch.linspace(0.1, 1.0, 5).expand(b, 5).clone(),
+        extra={**scenes, "parts": objects, "images_mixed_rand": images.flip(-2), "images_bg_shift": images.flip(-1), "step_area": torch.linspace(0.1, 1.0, 5).expand(b, 5).clone(),
                "step_score": torch.rand(b, 5, generator=g), **M.cost_extras({"seconds_per_image": 0.2,
                                                                               "forward_per_image": 3.0,
                                                                               "backward_per_image": 1.0})},
@@ -101,6 +101,7 @@ CASES = {
     "relevance_rank_accuracy": {"relevance": "absolute"},
     "interventions": {"thresholds": 8, "contrastivity": False},
     "variant_accuracy": {"variant": "mixed_rand"},
+    "part_coverage": {"fraction": 0.3},
 }
 
 

@@ -25,6 +25,7 @@ and ``config()``. See :mod:`reproduce.metrics.base` for the contract.
 | relevance_mass_accuracy, relevance_rank_accuracy | relevance.py | mass_accuracy, rank_accuracy (higher) |
 | interventions | interventions.py | csdc, pc, dc, d, com, sd, bi, ts, mx (higher): FunnyBirds on exact counterfactuals |
 | variant_accuracy | variant_accuracy.py | accuracy on a test variant (higher), gap to clean (lower) |
+| part_coverage | part_coverage.py | coverage: % of images whose map covers every evidence part (higher), per-part covered fraction |
 
 The shared perturbation machinery (ranking, masked batches, scoring) is in
 :mod:`reproduce.metrics.perturbation_curves`. Functional twins are exported here, except the three
