@@ -41,6 +41,7 @@ def _mutated(compose, change):
         (lambda r: r["metrics"].update(bogus={"name": "pxapp"}), "unknown metric 'pxapp'"),
         (lambda r: r["columns"].append({"label": "x"}), "needs a label and a key"),
         (lambda r: r["columns"].append({"label": "x", "key": "nope/auc"}), "reads 'nope/auc'"),
+        (lambda r: r["columns"].append({"label": "x", "key": "accuracy", "y)": None}), r"unknown key\(s\) \[.y\).\]"),
         (lambda r: r["rows"][0].update(model="ghost"), "uses model 'ghost'"),
         (lambda r: r["rows"].append(dict(r["rows"][0])), "appears twice"),
         (lambda r: r["rows"].append({**r["rows"][2], "label": "grad cam"}), "clashes"),

@@ -20,7 +20,7 @@ Spec fields:
 - ``rows``: ``{label, model, attributor (a conf/attributor config name), attributor_options, scorer,
   eval_images, samples, per_class, sampling_seed, target, metric_options: {metric label: {option: value}},
   skip_metrics: [labels]}``;
-- ``columns``: ``{label, key, direction?, scale?, format?}``; ``key`` is a result scalar
+- ``columns``: ``{label, key, direction?, scale?, digits?}``; ``key`` is a result scalar
   (``accuracy`` or ``<metric label>/<scalar>``);
 - ``references``: name -> model role, extra models handed to every cell (stability metrics refer to
   them as ``"@name"`` in their options);
@@ -44,6 +44,9 @@ CHECKPOINT_REF = re.compile(r"\{checkpoint:([A-Za-z0-9_\-]+)\}")
 MODEL_KEYS = ("train", "pretrained", "description", "seed_offset")
 # Keys a row may set for its cells, beside the spec-wide defaults of the same name.
 ROW_SAMPLING_KEYS = ("eval_images", "samples", "per_class", "sampling_seed", "target")
+
+
+COLUMN_KEYS = {"label", "key", "direction", "scale", "digits"}
 
 
 @dataclass(frozen=True)
@@ -186,6 +189,10 @@ class TableSpec:
         for column in self.columns:
             if not isinstance(column, dict) or "label" not in column or "key" not in column:
                 raise ConfigError(f"{where}: every column needs a label and a key, got {column!r}.")
+            unknown = sorted(set(column) - COLUMN_KEYS)
+            if unknown:  # e.g. an unquoted comma in a label splits it into a second key
+                raise ConfigError(f"{where}: column {column['label']!r} has unknown key(s) {unknown}; a column "
+                                  f"has {sorted(COLUMN_KEYS)} (quote a label that contains a comma or colon).")
             key = column["key"]
             if key != "accuracy" and not any(key.startswith(k) for k in keys if k.endswith("/")):
                 raise ConfigError(
