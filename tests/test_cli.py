@@ -9,7 +9,6 @@ import re
 import shlex
 import subprocess
 import sys
-import time
 import tomllib
 from pathlib import Path
 
@@ -106,17 +105,12 @@ def test_reproduce_report_is_the_report_entry_point(tmp_path):
 
 
 # --- a misspelt table row option fails before any training (12.10) ---------------------------------
-def test_a_misspelt_row_option_fails_the_table_command_in_seconds(tmp_path):
-    start = time.perf_counter()
-    _run("-c", "import reproduce.runtime.validation", cwd=tmp_path)
-    imports = time.perf_counter() - start  # what any command pays before it can check anything
-    start = time.perf_counter()
+def test_a_misspelt_row_option_fails_the_table_command_before_any_training(tmp_path):
+    # The error comes from validating every row before the first model trains (nothing under
+    # outputs/tables); how fast that is, is not asserted here (timed tests are flaky on loaded CI).
     proc = _run("-m", "reproduce.table", "table=table3", f"+table.rows.{row_index('table3', 'RISE')}.attributor_options.n_mask=1000", cwd=tmp_path)
-    seconds = time.perf_counter() - start
     assert proc.returncode == 2 and "Did you mean n_masks?" in proc.stderr.splitlines()[0]
     assert not (tmp_path / "outputs" / "tables").exists()  # nothing was trained
-    # Under 5 s on a quiet 2-core machine; on a loaded one, within 5 s of the bare import time.
-    assert seconds < max(5.0, imports + 5.0), (seconds, imports)
 
 
 # --- every important suggested fix works as written ------------------------------------------------
