@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 from reproduce.checks import check_choice
-from reproduce.data.image_folder import OnDiskDataset
+from reproduce.data.on_disk import OnDiskDataset
 from reproduce.data.registry import register_dataset
 from reproduce.errors import ConfigError, DataError
 from reproduce.models.data_config import DataConfig
@@ -72,7 +72,7 @@ class CUB200(OnDiskDataset):
     Args:
         root: folder containing ``CUB_200_2011/`` (or that folder itself).
         split: ``train`` or ``test``.
-        image_size, resize, crop_pct: resize policy of :mod:`reproduce.data.image_folder`.
+        image_size, resize, crop_pct: resize policy of :mod:`reproduce.data.on_disk`.
         mask_threshold: fraction of 255 at which a soft segmentation pixel counts as bird.
         normalize: the model's data config to return normalised images; [0, 1] when None.
     """
