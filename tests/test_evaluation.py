@@ -33,21 +33,27 @@ def _scalars(result):
     return {k: v for k, v in result["scalars"].items() if k != TIMING}
 
 
-def _predictions(cfg):
-    """Accuracy and per-image predictions of the explained model, computed without the module."""
+def _models_and_test_set(cfg):
+    """The models of ``cfg`` (as the evaluation loads them) and its test images and labels, without the module."""
     from reproduce.models import ModelAdapter
     from reproduce.runtime.evaluation import load_models
     from reproduce.runtime.run_dir import instantiate_node
 
     L.seed_everything(int(cfg.seed))
-    model = load_models(cfg).explained
+    models = load_models(cfg)
     dm = instantiate_node(cfg.data)
-    dm.set_data_config(ModelAdapter(model).data_config)
+    dm.set_data_config(ModelAdapter(models.explained).data_config)
     dm.setup("test")
     images = torch.stack([dm.dataset("test")[i]["image"] for i in range(N_TEST)])
     labels = torch.tensor([dm.dataset("test")[i]["label"] for i in range(N_TEST)])
+    return models, images, labels
+
+
+def _predictions(cfg):
+    """Per-image predictions of the explained model and the labels, computed without the module."""
+    models, images, labels = _models_and_test_set(cfg)
     with torch.no_grad():
-        preds = model(images).argmax(-1)
+        preds = models.explained(images).argmax(-1)
     return preds, labels
 
 
@@ -279,7 +285,15 @@ def test_reference_models_give_a_stability_side_by_side(compose, tmp_path):
     cfg.reference_checkpoints = {"b": str(path)}
     cfg.metrics = {"ssim": {"name": "ssim_stability", "other": "@b"}}
     result = evaluate_cell(cfg)
-    assert 0 <= result["scalars"]["ssim/ssim"] <= 100
+    # Direct: SSIM of the two models' Grad-CAM maps of every test image (the default attributor, labels explained).
+    from reproduce.attributors import create
+    from reproduce.metrics.stability import ssim_stability
+
+    models, images, labels = _models_and_test_set(cfg)
+    maps_a, maps_b = (create("gradcam", m).attribute(images, labels) for m in (models.explained, models.references["b"]))
+    expected = 100 * ssim_stability(maps_a, maps_b).double().mean().item()
+    assert result["scalars"]["ssim/ssim"] == pytest.approx(expected, abs=1e-3)
+    assert result["scalars"]["ssim/ssim"] < 95  # another initialisation explains differently
     figure = os.path.join(str(cfg.paths.output_dir), "stability.png")
     assert os.path.getsize(figure) > 10_000  # a 4 x 2 grid of overlays, not an empty canvas
 

@@ -11,7 +11,7 @@ from scipy.stats import spearmanr
 from torch import nn
 
 import reproduce.metrics as M
-from reproduce.data.scenes import KIND_DISTRACTOR, KIND_EVIDENCE
+from reproduce.data.scene_render import KIND_DISTRACTOR, KIND_EVIDENCE
 from reproduce.errors import InputError
 from reproduce.metrics import AttributionBatch
 from reproduce.metrics import intervention_scores as S

@@ -22,7 +22,7 @@ from fixtures_datasets import (
 )
 
 from reproduce.data import create_dataset
-from reproduce.data.image_folder import Resize, mask_box
+from reproduce.data.on_disk import Resize, mask_box
 from reproduce.data.imagenet9 import CLASS_FOLDERS, COMET_ORDER
 from reproduce.errors import ConfigError, DataError, InputError
 from reproduce.models import DataConfig
@@ -447,7 +447,7 @@ def test_efficientnet_lite0_recognises_chelsea_and_coffee_through_the_loader():
 def test_every_dataset_read_from_disk_declares_its_layout_and_source():
     """The contract validation reads (class attributes, not module globals): every registered
     dataset with a ``root`` read from disk names its expected tree and where to get the data."""
-    from reproduce.data.image_folder import OnDiskDataset
+    from reproduce.data.on_disk import OnDiskDataset
     from reproduce.data.registry import DATASETS, dataset_class
 
     on_disk = {n for n in DATASETS.names() if issubclass(dataset_class(n), OnDiskDataset)}

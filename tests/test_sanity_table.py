@@ -3,7 +3,6 @@ and the control maps, which never look at the model, fail both checks."""
 
 from __future__ import annotations
 
-import inspect
 import os
 
 import pytest
@@ -34,14 +33,7 @@ def test_sanity_table_smoke_run_and_controls_fail(compose, tmp_path):
             assert values["MPRT Spearman abs (full)"][0] == 1.0 and values["MPRT pass"][0] == 0.0, label
 
 
-def _has_label_permutation() -> bool:
-    from reproduce.lit.datamodule import ImageDataModule
-
-    return "train_label_permutation_seed" in inspect.signature(ImageDataModule).parameters
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(not _has_label_permutation(), reason="needs the data option train_label_permutation_seed (helper D)")
 def test_data_randomisation_table_smoke_run(compose, tmp_path):
     rows = _smoke(compose, tmp_path, "sanity_data")
     assert rows["Edges (control)"]["Data-rand. pass"][0] == 0.0

@@ -10,7 +10,8 @@ from torch.utils.data import DataLoader
 
 from reproduce.data import create_dataset
 from reproduce.data.scene_knobs import PRESETS
-from reproduce.data.scenes import KIND_DISTRACTOR, KIND_EVIDENCE, draw_layout, render, visible
+from reproduce.data.scene_render import KIND_DISTRACTOR, KIND_EVIDENCE, render, visible
+from reproduce.data.scenes import draw_layout
 from reproduce.data.shapes import BACKGROUND_RANGE, NEUTRAL_GREY, PATTERNS
 from reproduce.data.synthetic import INTERVENTION_EXTRAS, SyntheticShapes
 from reproduce.errors import ConfigError

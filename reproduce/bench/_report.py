@@ -8,6 +8,7 @@ same thread count).
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -26,6 +27,17 @@ _clock = {"now": time.perf_counter, "name": "wall"}
 def set_clock(name: str) -> None:
     """Select the clock every suite reads through :func:`now` (``"wall"`` or ``"cpu"``)."""
     _clock.update(now=CLOCKS[name], name=name)
+
+
+def parse_suite_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """``parser``'s arguments plus the ones every suite takes (``--out``, ``--clock``), parsed; the
+    clock is selected."""
+    parser.add_argument("--out", default="bench_results")
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                        help="wall time, or the process's CPU time (steadier on a loaded machine)")
+    args = parser.parse_args(argv)
+    set_clock(args.clock)
+    return args
 
 
 def now() -> float:

@@ -48,7 +48,7 @@ import torch.nn.functional as F
 
 from reproduce.attributors import create
 from reproduce.attributors.segmenters import SegmentationCache
-from reproduce.bench._report import CLOCKS, now, set_clock, write_report
+from reproduce.bench._report import now, parse_suite_args, write_report
 from reproduce.errors import InputError
 from reproduce.models import ModelAdapter, create_model
 
@@ -323,10 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-presets", action="store_true", help="skip the 64x64 presets")
     parser.add_argument("--presets-only", action="store_true", help="only the 64x64 presets")
     parser.add_argument("--repeat", type=int, default=5, help="interleaved timings (median and IQR reported)")
-    parser.add_argument("--out", default="bench_results")
-    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall", help="wall time, or the process's CPU time (steadier on a loaded machine)")
-    args = parser.parse_args(argv)
-    set_clock(args.clock)
+    args = parse_suite_args(parser, argv)
     if args.quick:
         args.images, args.steps, args.samples = 2, 8, 8
 

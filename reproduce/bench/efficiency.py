@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from reproduce.attributors import create
-from reproduce.bench._report import CLOCKS, now, set_clock, write_report
+from reproduce.bench._report import now, parse_suite_args, write_report
 from reproduce.metrics import AttributionBatch, create_metric
 from reproduce.models import ModelAdapter, count_passes, create_model, inference_state
 
@@ -274,10 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=None, help="timed runs per method (default 5, quick 3)")
     parser.add_argument("--no-anchors", action="store_true", help="skip the anchor comparisons")
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--out", default="bench_results")
-    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall", help="wall time, or the process's CPU time (steadier on a loaded machine)")
-    args = parser.parse_args(argv)
-    set_clock(args.clock)
+    args = parse_suite_args(parser, argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     args.images = args.images or (2 if args.quick else 8)

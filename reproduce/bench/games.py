@@ -31,7 +31,7 @@ from torch import nn
 
 from reproduce.attributors import create
 from reproduce.attributors.games import reward_from_logits
-from reproduce.bench._report import CLOCKS, now, set_clock, write_report
+from reproduce.bench._report import now, parse_suite_args, write_report
 from reproduce.models import ModelAdapter, Partition, count_passes, create_model, inference_state
 
 
@@ -212,10 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--skip-official", action="store_true", help="do not run the official-scheme MoXI")
     parser.add_argument("--repeats", type=int, default=1, help="time each method this often, keep the fastest")
-    parser.add_argument("--out", default="bench_results")
-    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall", help="wall time, or the process's CPU time (steadier on a loaded machine)")
-    args = parser.parse_args(argv)
-    set_clock(args.clock)
+    args = parse_suite_args(parser, argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     args.images = args.images or (2 if args.quick else 8)

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from reproduce.bench._report import CLOCKS, now, set_clock, write_report
+from reproduce.bench._report import now, parse_suite_args, write_report
 from reproduce.metrics import insertion_deletion_curve
 from reproduce.models import create_model, inference_state
 
@@ -140,10 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-batch", type=int, default=64, help="rows per forward pass for ours")
     parser.add_argument("--repeat", type=int, default=5, help="interleaved timings (median and IQR reported)")
     parser.add_argument("--tolerance", type=float, default=1e-4, help="max curve difference accepted")
-    parser.add_argument("--out", default="bench_results")
-    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall", help="wall time, or the process's CPU time (steadier on a loaded machine)")
-    args = parser.parse_args(argv)
-    set_clock(args.clock)
+    args = parse_suite_args(parser, argv)
     if args.quick:
         args.images, args.steps = 2, 10
 

@@ -24,7 +24,7 @@ import argparse
 import torch
 
 from reproduce.attributors import create
-from reproduce.bench._report import CLOCKS, now, set_clock, write_report
+from reproduce.bench._report import now, parse_suite_args, write_report
 from reproduce.data import create_dataset
 from reproduce.metrics import insertion_deletion_curve, trapezoid_auc
 from reproduce.models import ModelAdapter, load_model
@@ -93,10 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-region", type=int, default=4)
     parser.add_argument("--division", default="prior_patch", choices=["prior_patch", "patch"])
     parser.add_argument("--widths", default="1,4,8", help="lazy_width values to measure")
-    parser.add_argument("--out", default="bench_results")
-    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall", help="wall time, or the process's CPU time (steadier on a loaded machine)")
-    args = parser.parse_args(argv)
-    set_clock(args.clock)
+    args = parse_suite_args(parser, argv)
 
     model = load_model(args.classifier).eval()
     x, y = correct_images(model, args.data_root, args.images, {"test": args.test_size})

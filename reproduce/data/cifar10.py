@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image
 
 from reproduce.checks import check_choice
-from reproduce.data.image_folder import OnDiskDataset
+from reproduce.data.on_disk import OnDiskDataset
 from reproduce.data.registry import register_dataset
 from reproduce.errors import ConfigError, DataError
 from reproduce.models.data_config import DataConfig

@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 from reproduce.checks import check_choice
-from reproduce.data.image_folder import OnDiskDataset
+from reproduce.data.on_disk import OnDiskDataset
 from reproduce.data.registry import register_dataset
 from reproduce.errors import ConfigError, DataError
 from reproduce.models.data_config import DataConfig
@@ -65,6 +65,11 @@ def _read_table(path: str, columns: int) -> dict[int, list[str]]:
     return out
 
 
+def _segmentation_file(folder: str, rel: str) -> str:
+    """The segmentation mask of image ``rel`` (``<class>/<name>.jpg``) in ``folder``."""
+    return os.path.join(folder, os.path.splitext(rel)[0] + ".png")
+
+
 @register_dataset("cub200")
 class CUB200(OnDiskDataset):
     """CUB-200-2011 (see the module docstring for layout, splits, boxes and masks).
@@ -72,7 +77,7 @@ class CUB200(OnDiskDataset):
     Args:
         root: folder containing ``CUB_200_2011/`` (or that folder itself).
         split: ``train`` or ``test``.
-        image_size, resize, crop_pct: resize policy of :mod:`reproduce.data.image_folder`.
+        image_size, resize, crop_pct: resize policy of :mod:`reproduce.data.on_disk`.
         mask_threshold: fraction of 255 at which a soft segmentation pixel counts as bird.
         normalize: the model's data config to return normalised images; [0, 1] when None.
     """
@@ -137,20 +142,27 @@ class CUB200(OnDiskDataset):
         if absent:
             raise self._error(f"{len(absent)} images listed in images.txt are missing under images/, e.g. {absent[:3]}.")
 
-        beside, inside = os.path.join(os.path.dirname(self.base), "segmentations"), os.path.join(self.base, "segmentations")
-        self.segmentation_dir = next((d for d in (beside, inside) if os.path.isdir(d)), None)
+        self.segmentation_dir = self._segmentation_folder()
         self.has_masks = self.segmentation_dir is not None
-        if self.segmentation_dir is not None:
-            absent = [rel for rel in self.relpaths if not os.path.isfile(self._segmentation_path(rel))]
-            if absent:
-                raise self._error(
-                    f"the segmentation folder {self.segmentation_dir!r} exists but lacks {len(absent)} masks, "
-                    f"e.g. {[os.path.splitext(r)[0] + '.png' for r in absent[:3]]}."
-                )
+
+    def _segmentation_folder(self) -> str | None:
+        """The ``segmentations/`` folder beside or inside ``CUB_200_2011/`` (None without one), checked
+        to hold a mask for every image of the split."""
+        beside, inside = os.path.join(os.path.dirname(self.base), "segmentations"), os.path.join(self.base, "segmentations")
+        folder = next((d for d in (beside, inside) if os.path.isdir(d)), None)
+        if folder is None:
+            return None
+        absent = [rel for rel in self.relpaths if not os.path.isfile(_segmentation_file(folder, rel))]
+        if absent:
+            raise self._error(
+                f"the segmentation folder {folder!r} exists but lacks {len(absent)} masks, "
+                f"e.g. {[os.path.splitext(r)[0] + '.png' for r in absent[:3]]}."
+            )
+        return folder
 
     def _segmentation_path(self, rel: str) -> str:
         assert self.segmentation_dir is not None
-        return os.path.join(self.segmentation_dir, os.path.splitext(rel)[0] + ".png")
+        return _segmentation_file(self.segmentation_dir, rel)
 
     def __len__(self) -> int:
         return len(self.samples)

@@ -39,7 +39,7 @@ import os
 from typing import Any
 
 from reproduce.checks import check_choice
-from reproduce.data.image_folder import (
+from reproduce.data.on_disk import (
     OnDiskDataset,
     image_size_of,
     list_images,
@@ -113,7 +113,7 @@ class ImageNet9(OnDiskDataset):
             ``only_fg``, ``no_fg``, ``only_bg_b``, ``only_bg_t`` (``in9l`` for train/val only).
         image_size: output side (the archive's images are 224x224).
         label_order: ``sorted`` (default) or ``comet``.
-        resize, crop_pct: resize policy of :mod:`reproduce.data.image_folder`.
+        resize, crop_pct: resize policy of :mod:`reproduce.data.on_disk`.
         normalize: the model's data config to return normalised images; [0, 1] when None.
     """
 

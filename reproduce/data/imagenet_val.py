@@ -28,7 +28,7 @@ from typing import Any
 
 from timm.data import ImageNetInfo
 
-from reproduce.data.image_folder import OnDiskDataset, boxes_mask, list_images, list_subfolders
+from reproduce.data.on_disk import OnDiskDataset, boxes_mask, list_images, list_subfolders
 from reproduce.data.registry import register_dataset
 from reproduce.errors import DataError
 from reproduce.models.data_config import DataConfig
@@ -95,7 +95,7 @@ class ImageNetVal(OnDiskDataset):
 
     Args:
         root: the image folder (ImageFolder or flat) or the Kaggle download folder.
-        image_size, resize, crop_pct: resize policy of :mod:`reproduce.data.image_folder`;
+        image_size, resize, crop_pct: resize policy of :mod:`reproduce.data.on_disk`;
             ``resize="center_crop"`` reproduces the usual 256 -> 224 evaluation crop.
         solution_csv: ``LOC_val_solution.csv`` for boxes (found automatically beside flat images).
         normalize: the model's data config to return normalised images; [0, 1] when None.

@@ -7,7 +7,7 @@ as files only (never imported: it is installed with ``pip install --no-deps imga
 import needs old dependencies); without it the quokka is skipped with a warning.
 
 Labels, boxes and notes live in ``assets/photos.json``: boxes are in pixels of the original image
-(exclusive max) and are rescaled with the resize policy of :mod:`reproduce.data.image_folder`.
+(exclusive max) and are rescaled with the resize policy of :mod:`reproduce.data.on_disk`.
 ``approximate`` marks photos whose subject has no exact ImageNet-1k class (the note says which
 class was chosen and why). The quokka's box and outline polygon come from imgaug's own
 ``quokka_annotations.json``; it is the only photo with a ``mask``.
@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from reproduce.data.base import ImageDataset
-from reproduce.data.image_folder import Resize, polygon_mask, read_rgb
+from reproduce.data.on_disk import Resize, polygon_mask, read_rgb
 from reproduce.data.imagenet_val import imagenet_class_names
 from reproduce.data.registry import register_dataset
 from reproduce.errors import ConfigError, DataError, InputError
@@ -158,7 +158,7 @@ class Photos(ImageDataset):
     Args:
         names: photos to include; None = every installed photo (a missing imgaug skips the quokka
             with a warning).
-        image_size, resize, crop_pct: resize policy of :mod:`reproduce.data.image_folder`.
+        image_size, resize, crop_pct: resize policy of :mod:`reproduce.data.on_disk`.
         masks: add ``mask`` (the outline polygon); only photos with an outline qualify (the quokka),
             and ``names=None`` then selects those.
         normalize: the model's data config to return normalised images; [0, 1] when None.

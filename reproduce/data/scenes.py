@@ -1,14 +1,6 @@
-"""Scenes of the synthetic benchmark: every random choice of a split (its :class:`Layout`) and the
-renderer that paints any subset of a scene's objects on its background.
-
-A scene is, bottom to top: a textured background, the distractors, the evidence (one object, or two
-parts in part-type order), and optionally an occluder (a distractor drawn over part of the evidence).
-That bottom-to-top order is the *object axis* of a layout: ``Layout.objects`` holds every slot of
-every image in it, ``Layout.kinds`` says which slots are evidence and which distractors, and a slot
-an image does not use is marked not ``drawn`` (padding). Because the renderer paints each object
-itself, against the background texture only (an object's colours never depend on what lies under it),
-removing any set of objects and re-rendering gives the exact counterfactual scene, and any such scene
-equals painting the kept objects' layers over the background in axis order.
+"""Every random choice of a split of the synthetic benchmark: its :class:`~reproduce.data.scene_render.Layout`
+(labels, objects on the object axis, background noise and family) and the background pairing of the
+mixed ImageNet-9 variants. What a layout holds and how it is painted: :mod:`reproduce.data.scene_render`.
 
 Geometry is drawn in units of the image side, so a scene is the same layout at 64x64 and 224x224.
 Generation is deterministic from ``(seed, split)``: each split and each kind of random draw has its
@@ -18,27 +10,25 @@ depends only on ``(seed, split, i)`` and the first ``n`` images of a split do no
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
 import numpy as np
 
 from reproduce.data.scene_knobs import Difficulty
+from reproduce.data.scene_render import (
+    KIND_DISTRACTOR,
+    KIND_EVIDENCE,
+    Layout,
+    Objects,
+    concat,
+)
 from reproduce.data.shapes import (
     DISTRACTOR_PATTERNS,
     FAMILY_AMPLITUDE,
     FAMILY_TINTS,
-    PATTERN_NAMES,
     PATTERNS,
-    SHAPE_NAMES,
-    pattern_images,
-    shape_masks,
-    textured_background,
 )
 
 SPLITS = ("train", "val", "test")
 VARIANTS = ("single", "two_part")
-KIND_PADDING, KIND_EVIDENCE, KIND_DISTRACTOR = 0, 1, 2
 
 # Geometry in pixels of a 64x64 image (scaled with the image): a single object is 14-28 px across,
 # each of the two parts 12-20 px, distractors 10-20 px (all at evidence scale 1); boxes of different
@@ -72,109 +62,18 @@ def _place(u: np.ndarray, bounds: tuple[float, float], scale: np.ndarray | float
     return r + u[..., 1] * (1 - 2 * r), r + u[..., 2] * (1 - 2 * r), r
 
 
+def _apart_from(objects: Objects, cx: np.ndarray, cy: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """Which candidates ``[N, C]`` keep their boxes GAP away from every drawn object of ``objects``."""
+    ok = np.ones(cx.shape, dtype=bool)
+    for s in range(objects.slots):
+        col = (slice(None), s, None)
+        ok &= _apart(cx, cy, r, objects.cx[col], objects.cy[col], objects.r[col]) | ~objects.drawn[col]
+    return ok
+
+
 def _first_true(valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Index of the first True along the last axis, and whether there is one."""
     return valid.argmax(-1), valid.any(-1)
-
-
-@dataclass
-class Objects:
-    """Object slots of every image of a split: arrays ``[N, slots]`` of design indices
-    ``shape``/``pattern``, centre ``cx, cy`` and radius ``r`` in units of the image side, ``opacity``
-    (the contrast knob) and ``drawn`` (whether the slot holds an object)."""
-
-    shape: np.ndarray
-    pattern: np.ndarray
-    cx: np.ndarray
-    cy: np.ndarray
-    r: np.ndarray
-    drawn: np.ndarray
-    opacity: np.ndarray
-
-    @staticmethod
-    def empty(n: int, slots: int) -> "Objects":
-        z = np.zeros((n, slots))
-        return Objects(np.zeros((n, slots), np.int64), np.zeros((n, slots), np.int64), z, z.copy(), z.copy(),
-                       np.zeros((n, slots), dtype=bool), np.ones((n, slots)))
-
-    @property
-    def slots(self) -> int:
-        return self.shape.shape[1]
-
-    def apart_from(self, cx: np.ndarray, cy: np.ndarray, r: np.ndarray) -> np.ndarray:
-        """Which candidates ``[N, C]`` keep their boxes GAP away from every drawn object."""
-        ok = np.ones(cx.shape, dtype=bool)
-        for s in range(self.slots):
-            col = (slice(None), s, None)
-            ok &= _apart(cx, cy, r, self.cx[col], self.cy[col], self.r[col]) | ~self.drawn[col]
-        return ok
-
-    def footprints(self, images: np.ndarray, size: int) -> np.ndarray:
-        """Bool ``[n, slots, size, size]``: the full (unoccluded) pixels of each drawn slot."""
-        masks = np.zeros((len(images), self.slots, size, size), dtype=bool)
-        for s in range(self.slots):
-            on = self.drawn[images, s]
-            if on.any():
-                j = images[on]
-                masks[on, s] = shape_masks(self.shape[j, s], self.cx[j, s] * size, self.cy[j, s] * size,
-                                           self.r[j, s] * size, size)
-        return masks
-
-    def layer(self, images: np.ndarray, s: int, background: np.ndarray, size: int) -> np.ndarray:
-        """Uint8 ``[n, 3, size, size]``: slot ``s`` painted everywhere (its pattern blended into the
-        background texture by its opacity); only its footprint is ever shown."""
-        colours = pattern_images(self.pattern[images, s], self.cx[images, s] * size, self.cy[images, s] * size, size)
-        alpha = self.opacity[images, s]
-        if np.all(alpha == 1.0):
-            return colours
-        a = alpha.astype(np.float32)[:, None, None, None]
-        blended = background.astype(np.float32)
-        blended += a * (colours.astype(np.float32) - blended)
-        return np.rint(blended, out=blended).astype(np.uint8)
-
-    def describe(self, i: int, s: int, size: int) -> dict[str, Any]:
-        return {"shape": SHAPE_NAMES[self.shape[i, s]], "pattern": PATTERN_NAMES[self.pattern[i, s]],
-                "cx": float(self.cx[i, s] * size), "cy": float(self.cy[i, s] * size),
-                "r": float(self.r[i, s] * size), "opacity": float(self.opacity[i, s])}
-
-
-def concat(parts: list[Objects]) -> Objects:
-    fields = ("shape", "pattern", "cx", "cy", "r", "drawn", "opacity")
-    return Objects(*(np.concatenate([getattr(p, f) for p in parts], axis=1) for f in fields))
-
-
-@dataclass
-class Layout:
-    """Every random choice of a split: ``labels`` (training labels after label noise), ``clean_labels``,
-    the ``objects`` on the object axis with their ``kinds`` ``[O]``, the background noise nodes
-    ``coarse``/``fine`` ``[N, 3, g, g]`` and the background ``family`` ``[N]`` (-1 without families)."""
-
-    labels: np.ndarray
-    clean_labels: np.ndarray
-    objects: Objects
-    kinds: np.ndarray
-    coarse: np.ndarray
-    fine: np.ndarray
-    family: np.ndarray
-
-    @property
-    def evidence_slots(self) -> np.ndarray:
-        return np.flatnonzero(self.kinds == KIND_EVIDENCE)
-
-    def names(self) -> list[str]:
-        """Names of the slots on the object axis: ``distractor<k>``, ``evidence`` (or ``evidence0/1``),
-        ``occluder``."""
-        evidence = self.evidence_slots
-        names, d = [], 0
-        for s, kind in enumerate(self.kinds):
-            if kind == KIND_EVIDENCE:
-                names.append("evidence" if len(evidence) == 1 else f"evidence{s - evidence[0]}")
-            elif s > evidence[-1]:
-                names.append("occluder")
-            else:
-                names.append(f"distractor{d}")
-                d += 1
-        return names
 
 
 def distractor_pool(num_classes: int) -> list[tuple[int, int]]:
@@ -283,7 +182,7 @@ def _draw_distractors(rng: np.random.Generator, taken: Objects, knobs: Difficult
     rows = np.arange(n)
     for s in range(hi):
         cand = cand_cx[:, s], cand_cy[:, s], cand_r[:, s]
-        first, found = _first_true(taken.apart_from(*cand) & placed.apart_from(*cand))
+        first, found = _first_true(_apart_from(taken, *cand) & _apart_from(placed, *cand))
         placed.cx[:, s], placed.cy[:, s], placed.r[:, s] = (a[rows, first] for a in cand)
         # A slot with no free spot among the candidates stays empty: 1 in ~1900 slots with one
         # object and 1-3 distractors; the knobs' tests count it for the presets.
@@ -365,40 +264,3 @@ def pairing(seed: int, split: str, labels: np.ndarray, how: str) -> np.ndarray:
     return out
 
 
-def background_texture(layout: Layout, idx: np.ndarray, size: int) -> np.ndarray:
-    return textured_background(layout.coarse[idx], layout.fine[idx], size)
-
-
-def render(layout: Layout, idx: np.ndarray, size: int, keep: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Paint images ``idx`` with the objects ``keep`` (bool ``[n, O]``, default all) over their own
-    background: uint8 ``[n, 3, size, size]`` and the full footprints bool ``[n, O, size, size]`` of
-    every drawn slot (kept or not)."""
-    texture = background_texture(layout, idx, size)
-    canvas = texture.copy()
-    objects = layout.objects
-    footprints = objects.footprints(idx, size)
-    painted = objects.drawn[idx] if keep is None else objects.drawn[idx] & keep
-    for s in range(objects.slots):
-        rows = np.flatnonzero(painted[:, s])
-        if not len(rows):
-            continue
-        # Only the footprint pixels are blended and written (objects cover a few % of the image).
-        j, y, x = np.nonzero(footprints[rows, s])
-        colours = pattern_images(objects.pattern[idx[rows], s], objects.cx[idx[rows], s] * size,
-                                 objects.cy[idx[rows], s] * size, size)[j, :, y, x]
-        alpha = objects.opacity[idx[rows], s]
-        if np.any(alpha != 1.0):
-            under = texture[rows[j], :, y, x].astype(np.float32)
-            colours = np.rint(under + alpha.astype(np.float32)[j, None] * (colours - under)).astype(np.uint8)
-        canvas[rows[j], :, y, x] = colours
-    return canvas, footprints
-
-
-def visible(footprints: np.ndarray, painted: np.ndarray) -> np.ndarray:
-    """Bool ``[n, O, H, W]``: the pixels of each painted slot that no later (higher) painted slot covers."""
-    out = footprints & painted[:, :, None, None]
-    above = np.zeros(out.shape[:1] + out.shape[2:], dtype=bool)
-    for s in range(out.shape[1] - 1, -1, -1):
-        out[:, s] &= ~above
-        above |= footprints[:, s] & painted[:, s, None, None]
-    return out

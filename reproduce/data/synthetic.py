@@ -1,7 +1,8 @@
 """The embedded synthetic ground-truth benchmark: procedurally drawn scenes whose label is explained by
 exactly known pixels, so attribution methods can be scored without any download.
 
-Scene (drawing in :mod:`reproduce.data.scenes`, knobs and presets in :mod:`reproduce.data.scene_knobs`):
+Scene (random choices in :mod:`reproduce.data.scenes`, painting in :mod:`reproduce.data.scene_render`,
+knobs and presets in :mod:`reproduce.data.scene_knobs`):
 
 - a textured background (low-frequency colour noise plus a finer grain, muted colours);
 - distractor objects from a pool shared by all classes: a class shape wearing a colour pattern no
@@ -50,39 +51,27 @@ from reproduce.checks import check_bool, check_choice, check_fraction, check_int
 from reproduce.data.base import ImageDataset
 from reproduce.data.registry import register_dataset
 from reproduce.data.scene_knobs import PRESETS, resolve_difficulty
-from reproduce.data.scenes import (
+from reproduce.data.scene_render import (
+    BACKGROUNDS,
     KIND_EVIDENCE,
-    SPLITS,
-    VARIANTS,
     Layout,
-    background_texture,
-    draw_layout,
-    pairing,
+    object_arrays,
+    paint_variant,
     render,
-    visible,
+    tight_boxes,
 )
-from reproduce.data.shapes import NEUTRAL_GREY, PATTERN_NAMES, PATTERNS, SHAPE_NAMES
+from reproduce.data.scenes import SPLITS, VARIANTS, draw_layout, pairing
+from reproduce.data.shapes import PATTERN_NAMES, PATTERNS, SHAPE_NAMES
 from reproduce.data.synthetic_cache import load_or_generate
 from reproduce.errors import ConfigError
 from reproduce.models.data_config import DataConfig
 
 # Bump when drawing changes: it is part of the cache key, so stale caches are never reused.
 GENERATOR_VERSION = 3
-BACKGROUNDS = ("original", "mixed_next", "mixed_rand", "mixed_same", "only_fg", "only_bg_t")
 DEFAULT_SIZES = {"train": 6000, "val": 1000, "test": 1000}
 MAX_CLASSES = min(len(SHAPE_NAMES), len(PATTERNS))
 MIN_IMAGE_SIZE = 32
 INTERVENTION_EXTRAS = ("object_masks", "object_footprints", "object_kinds", "object_layers", "images_without_objects")
-_GROUPS = {"evidence": True, "distractors": False}  # group name -> whether it names the evidence slots
-
-
-def tight_boxes(mask: np.ndarray) -> np.ndarray:
-    """Float ``[n, 4]`` (x0, y0, x1, y1), exclusive max, of bool masks ``[n, H, W]`` (non-empty)."""
-    rows, cols = mask.any(2), mask.any(1)
-    h, w = mask.shape[1:]
-    y0, y1 = rows.argmax(1), h - rows[:, ::-1].argmax(1)
-    x0, x1 = cols.argmax(1), w - cols[:, ::-1].argmax(1)
-    return np.stack([x0, y0, x1, y1], axis=1).astype(np.float32)
 
 
 def _class_name(variant: str, c: int, k: int) -> str:
@@ -255,18 +244,7 @@ class SyntheticShapes(ImageDataset):
 
     def _draw(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Images ``idx`` of this variant (uint8) and their visible evidence parts bool ``[n, P, H, W]``."""
-        s, layout = self.image_size, self.layout
-        canvas, footprints = render(layout, idx, s)
-        parts = visible(footprints, layout.objects.drawn[idx])[:, layout.evidence_slots]
-        union = parts.any(1)[:, None]
-        if self.background == "only_fg":
-            canvas = np.where(union, canvas, np.uint8(NEUTRAL_GREY))
-        elif self.background != "original":
-            source = idx if self.background == "only_bg_t" else self.background_of()[idx]
-            keep = layout.kinds != KIND_EVIDENCE
-            without_evidence, _ = render(layout, source, s, keep=np.broadcast_to(keep, (len(idx), len(keep))))
-            canvas = without_evidence if self.background == "only_bg_t" else np.where(union, canvas, without_evidence)
-        return canvas, parts
+        return paint_variant(self.layout, idx, self.image_size, self.background, self.background_of())
 
     def _generate(self) -> dict[str, np.ndarray]:
         n, s = self.sizes[self.split], self.image_size
@@ -329,20 +307,12 @@ class SyntheticShapes(ImageDataset):
         return self._finish(item)
 
     def _intervention_extras(self, i: int) -> dict[str, torch.Tensor]:
-        layout, s, idx = self.layout, self.image_size, np.array([i])
-        drawn = layout.objects.drawn[idx]
-        _, footprints = render(layout, idx, s)
-        texture = background_texture(layout, idx, s)
-        layers = np.stack([layout.objects.layer(idx, o, texture, s)[0] for o in range(layout.objects.slots)])
-        scale = (lambda a: torch.from_numpy(a).float().div_(255.0)) if self.normalize is None else \
-            (lambda a: self.normalize.normalize(torch.from_numpy(a).float().div_(255.0)))
-        return {
-            "object_masks": torch.from_numpy(visible(footprints, drawn)[0]),
-            "object_footprints": torch.from_numpy(footprints[0] & drawn[0, :, None, None]),
-            "object_kinds": torch.from_numpy(np.where(drawn[0], layout.kinds, 0)),
-            "object_layers": scale(layers),
-            "images_without_objects": scale(texture[0]),
-        }
+        out = {k: torch.from_numpy(a) for k, a in object_arrays(self.layout, i, self.image_size).items()}
+        for pixels in ("object_layers", "images_without_objects"):
+            out[pixels] = out[pixels].float().div_(255.0)
+            if self.normalize is not None:
+                out[pixels] = self.normalize.normalize(out[pixels])
+        return out
 
     @property
     def labels(self) -> np.ndarray:
@@ -376,22 +346,6 @@ class SyntheticShapes(ImageDataset):
                  **layout.objects.describe(i, o, self.image_size)}
                 for o, name in enumerate(layout.names()) if layout.objects.drawn[i, o]]
 
-    def _removed_slots(self, i: int, remove: Iterable[int | str]) -> np.ndarray:
-        layout = self.layout
-        names, drawn = layout.names(), layout.objects.drawn[i]
-        have = [names[o] for o in np.flatnonzero(drawn)]
-        out = np.zeros(len(names), dtype=bool)
-        for item in ([remove] if isinstance(remove, (str, int)) else remove):
-            if isinstance(item, str) and item in _GROUPS:
-                out |= drawn & ((layout.kinds == KIND_EVIDENCE) == _GROUPS[item])
-                continue
-            o = names.index(item) if isinstance(item, str) and item in names else item
-            if isinstance(o, bool) or not isinstance(o, numbers.Integral) or not 0 <= o < len(names) or not drawn[o]:
-                raise ConfigError(f"Image {i} has no object {item!r} to remove; it has {have} (names or positions "
-                                  f"on the object axis), or the groups {list(_GROUPS)}.")
-            out[o] = True
-        return out
-
     def render(self, index: int, remove: Iterable[int | str] = ()) -> torch.Tensor:
         """Redraw image ``index`` as float ``[3, H, W]`` in [0, 1] (never normalised). ``remove``
         (``background="original"`` only): objects to leave out, by name (``evidence``/``evidence0``,
@@ -399,7 +353,7 @@ class SyntheticShapes(ImageDataset):
         object axis; the rest is drawn exactly as before on the same background."""
         i = self._check_index(index)
         idx = np.array([i])
-        removed = self._removed_slots(i, remove)
+        removed = self.layout.slots_named(i, remove)
         if removed.any() and self.background != "original":
             raise ConfigError(f"render(remove=...) needs background='original', not {self.background!r}.")
         canvas = render(self.layout, idx, self.image_size, keep=~removed[None])[0] if removed.any() else self._draw(idx)[0]

@@ -47,23 +47,33 @@ class EpochSeededSampler(Sampler[int]):
         return self.size
 
 
-class PairedDataset(Dataset):
+class DatasetView(Dataset):
+    """A dataset made from ``base`` that keeps its facts (num_classes, has_masks, ...): an attribute
+    the view does not set comes from ``base``. ``own``: the view's attributes, never looked up in
+    ``base`` (they are missing only while unpickling, which must not recurse into ``base``)."""
+
+    own: tuple[str, ...] = ("base",)
+
+    def __getattr__(self, name: str):
+        if name in self.own:
+            raise AttributeError(name)
+        return getattr(self.base, name)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+
+class PairedDataset(DatasetView):
     """Items of ``base`` plus, under ``key``, the image of the same index in ``variant`` (e.g. the
     background-shifted test set, for robustness metrics); labels must agree."""
+
+    own = ("base", "variants")
 
     def __init__(self, base: Dataset, variants: dict[str, Dataset]):
         for key, variant in variants.items():
             if len(variant) != len(base):
                 raise ConfigError(f"The {key} variant has {len(variant)} images but the test split has {len(base)}.")
         self.base, self.variants = base, variants
-
-    def __getattr__(self, name: str):  # dataset facts (num_classes, has_masks, ...) come from base
-        if name in ("base", "variants"):
-            raise AttributeError(name)
-        return getattr(self.base, name)
-
-    def __len__(self) -> int:
-        return len(self.base)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         item = self.base[index]
@@ -75,16 +85,13 @@ class PairedDataset(Dataset):
         return item
 
 
-class ItemSubset(Dataset):
+class ItemSubset(DatasetView):
     """Some items of a dataset, keeping its facts (num_classes, has_masks, ...)."""
+
+    own = ("base", "indices")
 
     def __init__(self, base: Dataset, indices: list[int]):
         self.base, self.indices = base, list(indices)
-
-    def __getattr__(self, name: str):
-        if name in ("base", "indices"):
-            raise AttributeError(name)
-        return getattr(self.base, name)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -93,20 +100,14 @@ class ItemSubset(Dataset):
         return self.base[self.indices[index]]
 
 
-class AugmentedDataset(Dataset):
+class AugmentedDataset(DatasetView):
     """``base`` indexed by ``(epoch, index)``: item ``index`` augmented with a generator seeded by
     ``(seed, epoch, index)`` (a plain ``index`` reads the item unaugmented)."""
 
+    own = ("base", "augmentation", "seed")
+
     def __init__(self, base: Dataset, augmentation: Augmentation, seed: int):
         self.base, self.augmentation, self.seed = base, augmentation, seed
-
-    def __getattr__(self, name: str):
-        if name in ("base", "augmentation", "seed"):
-            raise AttributeError(name)
-        return getattr(self.base, name)
-
-    def __len__(self) -> int:
-        return len(self.base)
 
     def __getitem__(self, key: tuple[int, int] | int) -> dict[str, Any]:
         if not isinstance(key, tuple):
@@ -115,19 +116,13 @@ class AugmentedDataset(Dataset):
         return self.augmentation(self.base[index], item_generator(self.seed, epoch, index))
 
 
-class RelabelledDataset(Dataset):
+class RelabelledDataset(DatasetView):
     """``base`` with item ``i`` labelled ``labels[i]`` (the label-permutation sanity check)."""
+
+    own = ("base", "new_labels")
 
     def __init__(self, base: Dataset, labels: list[int]):
         self.base, self.new_labels = base, list(labels)
-
-    def __getattr__(self, name: str):
-        if name in ("base", "new_labels"):
-            raise AttributeError(name)
-        return getattr(self.base, name)
-
-    def __len__(self) -> int:
-        return len(self.base)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         return {**self.base[index], "label": self.new_labels[index]}

@@ -42,10 +42,9 @@ from reproduce.metrics import AttributionBatch, create_metric
 from reproduce.metrics.cost import cost_extras
 from reproduce.models import ModelAdapter
 from reproduce.atomic import atomic_write_json
-from reproduce.lit.cell_states import MAPS_FILE, PER_IMAGE_FILE, ImageAccuracy, accuracy_rows, metric_options, write_per_image
+from reproduce.lit.cell_states import PER_IMAGE_FILE, ImageAccuracy, accuracy_rows, metric_options, write_per_image
+from reproduce.lit.evaluation_figures import gather_overlays, log_result, write_figures
 from reproduce.lit.map_cache import MapCache
-from reproduce.viz.map_grid import save_overlay_maps
-from reproduce.viz.overlays import overlay_grid, stability_grid
 
 SAMPLE_CHOICES = ("all", "correct", "misclassified")
 TARGET_CHOICES = ("label", "prediction")
@@ -279,37 +278,6 @@ class AttributionEvaluation(L.LightningModule):
                     "index": int(indices[i]),
                 })
 
-    def _gathered_overlays(self) -> list[dict[str, Any]]:
-        """The first ``num_overlays`` evaluated images by dataset index, over all ranks (collective:
-        every rank calls it). Under DDP each rank sends a fixed-size padded stack."""
-        if self.trainer.world_size == 1 or self.num_overlays == 0:
-            return sorted(self._overlays, key=lambda o: o["index"])
-        # Every rank must send tensors of one shape: the image size comes from the first batch of
-        # the (shared) test set, which every rank with at least one overlay agrees on.
-        shape = torch.tensor(list(self._overlays[0]["image"].shape) if self._overlays else [0, 0, 0], device=self.device)
-        c, h, w = (int(v) for v in self.all_gather(shape).reshape(-1, 3).max(0).values)
-        if c == 0:
-            return []
-        n = self.num_overlays
-        image = torch.zeros(n, c, h, w, device=self.device)
-        amap = torch.zeros(n, h, w, device=self.device)
-        refs = torch.zeros(n, len(self.figure_references), h, w, device=self.device)
-        mask = torch.zeros(n, h, w, device=self.device)
-        meta = torch.full((n, 4), -1, dtype=torch.long, device=self.device)  # valid, index, label, has_mask
-        for i, o in enumerate(self._overlays):
-            image[i], amap[i] = o["image"], o["map"]
-            if o["references"] is not None:
-                refs[i] = o["references"]
-            if o["mask"] is not None:
-                mask[i] = o["mask"].float()
-            meta[i] = torch.tensor([1, o["index"], o["label"], int(o["mask"] is not None)])
-        image, amap, refs, mask, meta = (self.all_gather(t).flatten(0, 1).cpu() for t in (image, amap, refs, mask, meta))
-        valid = (meta[:, 0] == 1).nonzero().flatten()
-        order = valid[meta[valid, 1].argsort()][:n]
-        return [{"image": image[i], "map": amap[i], "references": refs[i] if self.figure_references else None,
-                 "mask": mask[i].bool() if meta[i, 3] == 1 else None,
-                 "label": int(meta[i, 2]), "index": int(meta[i, 1])} for i in order.tolist()]
-
     # --- results -----------------------------------------------------------------------------
     def on_test_epoch_end(self) -> None:
         evaluated = int(self.all_gather(self.evaluated).sum()) if self.trainer.world_size > 1 else int(self.evaluated)
@@ -332,7 +300,7 @@ class AttributionEvaluation(L.LightningModule):
                 else:
                     curves[full] = value.detach().cpu().tolist()
         per_image = self._per_image(evaluated)
-        overlays = self._gathered_overlays()
+        overlays = gather_overlays(self, self._overlays, self.num_overlays, len(self.figure_references))
         self.result = {
             "cell": self.cell,
             "attributor": {"name": self.attributor_name, "options": self.attributor_options},
@@ -356,7 +324,11 @@ class AttributionEvaluation(L.LightningModule):
             if self.result_path and per_image:
                 self.result["per_image"] = write_per_image(os.path.join(os.path.dirname(self.result_path), PER_IMAGE_FILE),
                                                            per_image)
-            self._log_result(scalars, curves, overlays)
+            figures = (None, None)
+            if self.result_path:
+                figures = write_figures(os.path.dirname(self.result_path), overlays, self.attributor_name,
+                                        list(self.figure_references))
+            log_result(self.loggers, scalars, curves, *figures)
             if self.result_path:
                 atomic_write_json(self.result_path, self.result)
 
@@ -378,27 +350,3 @@ class AttributionEvaluation(L.LightningModule):
             out["accuracy"] = {"indices": states["indices"].tolist(),
                                "states": {k: v.tolist() for k, v in states["states"].items()}, "statistic": "mean"}
         return out
-
-    def _log_result(self, scalars: dict[str, float], curves: dict[str, list[float]],
-                    overlays: list[dict[str, Any]]) -> None:
-        figure_path = stability_path = None
-        if overlays and self.result_path:
-            figure_path = os.path.join(os.path.dirname(self.result_path), "overlays.png")
-            overlay_grid(overlays, title=f"{self.attributor_name}", path=figure_path)
-            save_overlay_maps(os.path.join(os.path.dirname(self.result_path), MAPS_FILE), overlays)  # the table's maps grid
-            if self.figure_references:
-                stability_path = os.path.join(os.path.dirname(self.result_path), "stability.png")
-                stability_grid(overlays, ["explained", *self.figure_references], title=self.attributor_name,
-                               path=stability_path)
-        for logger in self.loggers:
-            logger.log_metrics({f"eval/{k}": v for k, v in scalars.items()})
-            if type(logger).__name__ == "WandbLogger":
-                for key, values in curves.items():
-                    if key.endswith("_x"):
-                        continue
-                    xs = curves.get(f"{key}_x", list(range(len(values))))
-                    logger.log_table(key=f"curves/{key}", columns=["x", "y"], data=[list(p) for p in zip(xs, values)])
-                if figure_path:
-                    logger.log_image(key="overlays", images=[figure_path])
-                if stability_path:
-                    logger.log_image(key="stability", images=[stability_path])

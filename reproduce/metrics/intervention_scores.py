@@ -30,7 +30,7 @@ from reproduce.errors import InputError
 from reproduce.metrics.base import check_finite
 from reproduce.models import inference_state
 
-# The object kinds of the batch extras (the same codes as ``reproduce.data.scenes``; a test checks it).
+# The object kinds of the batch extras (the same codes as ``reproduce.data.scene_render``; a test checks it).
 KIND_PADDING, KIND_EVIDENCE, KIND_DISTRACTOR = 0, 1, 2
 
 

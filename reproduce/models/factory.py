@@ -73,6 +73,30 @@ def _check_image_size(model: nn.Module, name: str, img_size: int) -> None:
         )
 
 
+def _timm_model(name: str, num_classes: int | None, img_size: int | None, pretrained: bool, in_chans: int,
+                kwargs: dict[str, Any]) -> tuple[nn.Module, int]:
+    """The timm model of a preset or a timm architecture name, and the input size it will see."""
+    if name in PRESETS:
+        arch, overrides, default_size = PRESETS[name]
+        size = img_size or default_size
+    elif timm.is_model(name):
+        arch, overrides, size = name, {}, img_size
+    else:
+        raise _unknown_model(name)
+    overrides = {**overrides, **kwargs}
+    build_kwargs: dict[str, Any] = dict(overrides, in_chans=in_chans)
+    if num_classes is not None:
+        build_kwargs["num_classes"] = num_classes
+    is_vit_family = "vit" in arch or "deit" in arch
+    if size is not None and is_vit_family:
+        build_kwargs["img_size"] = size
+    try:
+        model = timm.create_model(arch, pretrained=pretrained, **build_kwargs)
+    except TypeError as err:
+        raise ConfigError(f"Model {name!r} does not accept these arguments: {err}.") from err
+    return model, size or int(model.pretrained_cfg.get("input_size", (3, 224, 224))[-1])
+
+
 def create_model(
     name: str,
     num_classes: int | None = None,
@@ -112,27 +136,8 @@ def create_model(
             )
         model = efficientnet_lite0_imagenet()
         size = img_size or 224
-        arch, overrides = name, {}
     else:
-        if name in PRESETS:
-            arch, overrides, default_size = PRESETS[name]
-            size = img_size or default_size
-        elif timm.is_model(name):
-            arch, overrides, size = name, {}, img_size
-        else:
-            raise _unknown_model(name)
-        overrides = {**overrides, **kwargs}
-        build_kwargs: dict[str, Any] = dict(overrides, in_chans=in_chans)
-        if num_classes is not None:
-            build_kwargs["num_classes"] = num_classes
-        is_vit_family = "vit" in arch or "deit" in arch
-        if size is not None and is_vit_family:
-            build_kwargs["img_size"] = size
-        try:
-            model = timm.create_model(arch, pretrained=pretrained, **build_kwargs)
-        except TypeError as err:
-            raise ConfigError(f"Model {name!r} does not accept these arguments: {err}.") from err
-        size = size or int(model.pretrained_cfg.get("input_size", (3, 224, 224))[-1])
+        model, size = _timm_model(name, num_classes, img_size, pretrained, in_chans, kwargs)
 
     _check_image_size(model, name, size)
     cfg = dict(getattr(model, "pretrained_cfg", {}) or {})

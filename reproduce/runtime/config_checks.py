@@ -21,7 +21,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from reproduce.attributors.registry import ATTRIBUTORS
 from reproduce.checks import check_choice, check_int, check_number, suggest
-from reproduce.data.image_folder import OnDiskDataset, require_root
+from reproduce.data.on_disk import OnDiskDataset, require_root
 from reproduce.data.registry import DATASETS
 from reproduce.errors import ConfigError, DataError
 from reproduce.metrics.registry import METRICS

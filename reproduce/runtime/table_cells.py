@@ -90,7 +90,7 @@ def train_overrides(spec: TableSpec, job: ModelJob, layout: TableLayout, checkpo
             f"task={layout.task}/models", f"trainer.enable_progress_bar={str(progress_bar).lower()}"]
 
 
-def _attributor_options(spec: TableSpec, cell: Cell, checkpoints: Checkpoints, smoke: bool) -> dict[str, Any]:
+def _attributor_options(cell: Cell, checkpoints: Checkpoints, smoke: bool) -> dict[str, Any]:
     row = cell.row
     config = group_config("attributor", row["attributor"]) or {}
     options = {**(config.get("options") or {}), **(row.get("attributor_options") or {})}
@@ -133,7 +133,7 @@ def cell_overrides(spec: TableSpec, cell: Cell, layout: TableLayout, checkpoints
     return [*common_overrides(spec, layout, logger, verbose), f"attributor={row['attributor']}", f"seed={cell.seed}",
             f"name={cell.key}", f"task={layout.task}/cells", "metrics=[]",
             f"trainer.enable_progress_bar={str(progress_bar).lower()}", f"recompute={str(recompute).lower()}",
-            f"++attributor.options={override_value(_attributor_options(spec, cell, checkpoints, layout.smoke))}",
+            f"++attributor.options={override_value(_attributor_options(cell, checkpoints, layout.smoke))}",
             *[f"++metrics.{label}={override_value(m)}" for label, m in _metrics(spec, row).items()],
             *models, *sampling, f"++cell={override_value(cell_info)}",
             *([f"data.options.sizes={override_value(SMOKE_SIZES)}"] if layout.smoke and data_sizes else [])]

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from reproduce.checks import check_bool, check_choice, check_int, suggest
 from reproduce.errors import ConfigError
+from reproduce.lit.evaluation import SAMPLE_CHOICES, TARGET_CHOICES
 from reproduce.models.checkpoint import model_spec_of, read_checkpoint
 from reproduce.runtime.config_checks import (
     check_attributor, check_data, check_file, check_mapping, check_metrics, check_model, check_module,
@@ -29,8 +30,6 @@ from reproduce.runtime.paths import CONF_DIR, check_run_name, group_config
 from reproduce.runtime.quick import quick_spec
 from reproduce.runtime.table_spec import ROW_SAMPLING_KEYS, TableSpec, slugify
 
-TARGET_CHOICES = ("label", "prediction")
-SAMPLE_CHOICES = ("all", "correct", "misclassified")
 WANDB_MODES = ("offline", "online", "disabled")
 _TRAIN_HINT = "train it first with `python -m reproduce.train experiment=<name>` or fix the path"
 

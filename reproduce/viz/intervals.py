@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any, Sequence
 
 import matplotlib
@@ -11,6 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from reproduce.viz.overlays import save_figure  # noqa: E402
+from reproduce.viz.tables import column_panels, panel_title, save_panels  # noqa: E402
 
 LOG_KEYS = ("seconds", "forward", "backward", "passes")  # cost columns span orders of magnitude
 
@@ -31,10 +31,7 @@ def interval_figure(rows: list[dict[str, Any]], columns: list[dict[str, Any]], p
     or more. Best rows are orange."""
     best, directions = best or {}, directions or {}
     n = len(columns)
-    cols = min(3, n)
-    grid_rows = math.ceil(n / cols)
-    height = max(2.5, 0.3 * len(rows) + 1.2)
-    fig, axes = plt.subplots(grid_rows, cols, figsize=(5.2 * cols, height * grid_rows), squeeze=False)
+    fig, axes = column_panels(n, len(rows), 0.3)
     labels = [r["label"] for r in rows]
     for ax, column in zip(axes.flat, columns):
         name = column["label"]
@@ -53,15 +50,9 @@ def interval_figure(rows: list[dict[str, Any]], columns: list[dict[str, Any]], p
         ax.set_ylim(len(rows) - 0.5, -0.5)
         if wants_log(column) and _spans_a_decade(rows, name):
             ax.set_xscale("log")
-        arrow = {"higher": " (higher is better)", "lower": " (lower is better)"}.get(directions.get(name) or "", "")
-        ax.set_title(f"{name}{arrow}", fontsize=9)
-        ax.tick_params(axis="x", labelsize=7)
+        panel_title(ax, name, directions.get(name))
         ax.grid(axis="x", alpha=0.3, which="both")
-    for ax in list(axes.flat)[n:]:
-        ax.axis("off")
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / fig.get_figheight()))
-    fig.suptitle(f"{title}: 95 % intervals (orange: best or tied; hollow: no interval)", fontsize=11)
-    return save_figure(fig, path)
+    return save_panels(fig, axes, n, f"{title}: 95 % intervals (orange: best or tied; hollow: no interval)", path)
 
 
 def _spans_a_decade(rows: list[dict[str, Any]], name: str) -> bool:

@@ -13,14 +13,35 @@ import matplotlib.pyplot as plt  # noqa: E402
 from reproduce.viz.overlays import save_figure  # noqa: E402
 
 
+def column_panels(columns: int, rows: int, row_height: float):
+    """A figure of one panel per table column, three panels a line, tall enough for ``rows`` labels."""
+    cols = min(3, columns)
+    grid_rows = math.ceil(columns / cols)
+    height = max(2.5, row_height * rows + 1.2)
+    return plt.subplots(grid_rows, cols, figsize=(5.2 * cols, height * grid_rows), squeeze=False)
+
+
+def panel_title(ax, name: str, direction: str | None) -> None:
+    """The column's name and which way is better, over its panel."""
+    arrow = {"higher": " (higher is better)", "lower": " (lower is better)"}.get(direction or "", "")
+    ax.set_title(f"{name}{arrow}", fontsize=9)
+    ax.tick_params(axis="x", labelsize=7)
+
+
+def save_panels(fig, axes, columns: int, title: str, path: str) -> str:
+    """Blank the panels no column uses, title the figure and save it."""
+    for ax in list(axes.flat)[columns:]:
+        ax.axis("off")
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / fig.get_figheight()))
+    fig.suptitle(title, fontsize=11)
+    return save_figure(fig, path)
+
+
 def table_figure(rows: list[dict[str, Any]], columns: list[dict[str, Any]], best: dict[str, list[str]],
                  directions: dict[str, str | None], path: str, title: str) -> str:
     """``rows`` as produced by table assembly (``label`` and ``values[column] = (mean, std, n)``)."""
     n = len(columns)
-    cols = min(3, n)
-    grid_rows = math.ceil(n / cols)
-    height = max(2.5, 0.28 * len(rows) + 1.2)
-    fig, axes = plt.subplots(grid_rows, cols, figsize=(5.2 * cols, height * grid_rows), squeeze=False)
+    fig, axes = column_panels(n, len(rows), 0.28)
     labels = [r["label"] for r in rows]
     for ax, column in zip(axes.flat, columns):
         name = column["label"]
@@ -33,12 +54,6 @@ def table_figure(rows: list[dict[str, Any]], columns: list[dict[str, Any]], best
         ax.set_yticks(range(len(rows)))
         ax.set_yticklabels(labels, fontsize=7)
         ax.invert_yaxis()
-        arrow = {"higher": " (higher is better)", "lower": " (lower is better)"}.get(directions.get(name) or "", "")
-        ax.set_title(f"{name}{arrow}", fontsize=9)
-        ax.tick_params(axis="x", labelsize=7)
+        panel_title(ax, name, directions.get(name))
         ax.grid(axis="x", alpha=0.3)
-    for ax in list(axes.flat)[n:]:
-        ax.axis("off")
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / fig.get_figheight()))
-    fig.suptitle(f"{title} (orange: best)", fontsize=11)
-    return save_figure(fig, path)
+    return save_panels(fig, axes, n, f"{title} (orange: best)", path)
