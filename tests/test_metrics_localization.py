@@ -55,6 +55,11 @@ def test_constant_map_scores_the_positive_fraction():
     assert _pxap(torch.full((2, 32, 32), 0.5), masks, variant="comet", map_normalization="none") == pytest.approx(chance)
     with pytest.raises(InputError, match="cut-off"):  # minmax -> zeros -> all below the cut-off
         _pxap(torch.full((2, 32, 32), 3.0), masks, variant="comet")
+    # The Metric reports that undefined value as NaN, so a constant control row does not abort a table.
+    metric = M.PxAP(variant="comet")
+    metric.update(AttributionBatch(images=torch.zeros(2, 3, 32, 32), labels=torch.zeros(2, dtype=torch.long),
+                                   targets=torch.zeros(2, dtype=torch.long), maps=torch.full((2, 32, 32), 3.0), masks=masks))
+    assert torch.isnan(metric.compute()["pxap"])
 
 
 def _toy_two_images():

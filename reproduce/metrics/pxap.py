@@ -206,6 +206,11 @@ class HistogramPxAP(AttributionMetric):
 
     def _compute(self) -> dict[str, torch.Tensor]:
         self._require_samples(self.hist.sum(), "pixels")
+        if self.variant == "comet" and self.hist[0, 1:].sum() <= 0:
+            # Undefined (e.g. a constant control map: every pixel below the cut-off). The functional
+            # twin raises as COMET's evaluator does; a table cell reports NaN ("—", never best).
+            empty = self.hist.new_zeros(0)
+            return {"pxap": torch.tensor(float("nan"), dtype=self.hist.dtype), "pr_curve": empty, "pr_curve_x": empty}
         value, precision, recall = pxap_from_histograms(self.hist, self.variant)
         return {"pxap": value, "pr_curve": precision, "pr_curve_x": recall}
 
