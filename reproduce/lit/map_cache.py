@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 from torch import nn
 
@@ -13,7 +15,9 @@ class MapCache:
 
     def __init__(self, size: int = 8):
         self.size = size
-        self.entries: list[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        # A weak reference per entry, compared by identity: keying on id(model) alone let a new model
+        # (e.g. the next randomised copy of a sanity check) reuse a freed model's id and its maps.
+        self.entries: list[tuple[weakref.ref, torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self.hits = 0
 
     def clear(self) -> None:
@@ -22,12 +26,12 @@ class MapCache:
     def get(self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor | None:
         n = images.shape[0]
         for key, seen, seen_targets, maps in self.entries:
-            if (key == id(model) and seen.shape[0] >= n and seen.shape[1:] == images.shape[1:]
+            if (key() is model and seen.shape[0] >= n and seen.shape[1:] == images.shape[1:]
                     and torch.equal(seen[:n], images) and torch.equal(seen_targets[:n], targets)):
                 self.hits += 1
                 return maps[:n]
         return None
 
     def put(self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor, maps: torch.Tensor) -> None:
-        self.entries.append((id(model), images, targets, maps.detach()))
+        self.entries.append((weakref.ref(model), images, targets, maps.detach()))
         del self.entries[:-self.size]
