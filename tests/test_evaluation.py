@@ -335,10 +335,8 @@ def _trainer():
 
 
 def test_maps_are_explained_once_per_model_and_batch_and_equal_fresh_ones(cnn):
-    from unittest import mock
 
     from reproduce.attributors import create
-    from reproduce.attributors.base import Attributor
     from reproduce.lit.evaluation import AttributionEvaluation
     from reproduce.models import create_model
 
@@ -346,15 +344,7 @@ def test_maps_are_explained_once_per_model_and_batch_and_equal_fresh_ones(cnn):
     other = create_model("resnet10t_os16", num_classes=6).eval()
     module = AttributionEvaluation(cnn, "saliency", metrics={"ssim": {"name": "ssim_stability", "other": "@b"}},
                                    reference_models={"b": other}, num_overlays=4)
-    calls = {}
-    real = Attributor.attribute
-
-    def counted(self, inputs, target=None):
-        calls[id(self.model)] = calls.get(id(self.model), 0) + 1
-        return real(self, inputs, target)
-
-    with mock.patch.object(Attributor, "attribute", counted):
-        _trainer().test(module, dataloaders=_loader(), verbose=False)
+    calls = _explanations_per_model(module)
     # Two batches: the explained model once each; model b once each for SSIM, and the stability
     # figure's first four images come from the cache (without it: a third call).
     assert calls == {id(cnn): 2, id(other): 2} and module.maps_cache.hits == 1
@@ -433,9 +423,7 @@ def test_lightning_banner_is_quiet_unless_verbose():
 def test_the_stability_figure_explains_only_the_references_metrics_explain_with(cnn):
     """A reference that only scores a metric (``scorer: "@indep"``) is never explained: neither for
     the metrics nor for the stability side-by-side (the figure shows model b alone)."""
-    from unittest import mock
 
-    from reproduce.attributors.base import Attributor
     from reproduce.lit.evaluation import AttributionEvaluation, explained_references
     from reproduce.models import create_model
 
@@ -445,15 +433,7 @@ def test_the_stability_figure_explains_only_the_references_metrics_explain_with(
     assert explained_references({**metrics, "mege": {"name": "mege", "others": ["@c", "@b"]}}) == ["b", "c"]
     module = AttributionEvaluation(cnn, "saliency", metrics=metrics, reference_models={"indep": independent, "b": other},
                                    num_overlays=4)
-    calls = {}
-    real = Attributor.attribute
-
-    def counted(self, inputs, target=None):
-        calls[id(self.model)] = calls.get(id(self.model), 0) + 1
-        return real(self, inputs, target)
-
-    with mock.patch.object(Attributor, "attribute", counted):
-        _trainer().test(module, dataloaders=_loader(), verbose=False)
+    calls = _explanations_per_model(module)
     assert id(independent) not in calls and calls[id(other)] == 2
     assert list(module.figure_references) == ["b"] and all(o["references"].shape[0] == 1 for o in module._overlays)
 
@@ -520,3 +500,21 @@ def test_a_killed_write_never_leaves_a_result_without_its_states(cnn, tmp_path, 
     os.replace(tmp_path / "later" / "per_image.npz", tmp_path / "per_image.npz")  # a later run's states, its result lost
     with pytest.raises(DataError, match="is not the file this result wrote"):
         PerImageStates.from_result(result, "ins", cell_dir=str(tmp_path))
+
+
+def _explanations_per_model(module) -> dict[int, int]:
+    """Run the test loop with ``Attributor.attribute`` counted: ``{id(model): calls}``."""
+    from unittest import mock
+
+    from reproduce.attributors.base import Attributor
+
+    calls: dict[int, int] = {}
+    real = Attributor.attribute
+
+    def counted(self, inputs, target=None):
+        calls[id(self.model)] = calls.get(id(self.model), 0) + 1
+        return real(self, inputs, target)
+
+    with mock.patch.object(Attributor, "attribute", counted):
+        _trainer().test(module, dataloaders=_loader(), verbose=False)
+    return calls
