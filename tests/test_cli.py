@@ -214,7 +214,7 @@ def _make_commands(*args: str) -> list[str]:
 
     if shutil.which("make") is None:
         pytest.skip("make is not installed")
-    out = subprocess.run(["make", "-n", "-o", ".venv/.installed", *args], cwd=ROOT, capture_output=True, text=True,
+    out = subprocess.run(["make", "--no-print-directory", "-n", "-o", ".venv/.installed", *args], cwd=ROOT, capture_output=True, text=True,
                          check=True).stdout
     return [line.strip() for line in out.splitlines() if line.strip()]
 
