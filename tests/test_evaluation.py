@@ -518,3 +518,36 @@ def _explanations_per_model(module) -> dict[int, int]:
     with mock.patch.object(Attributor, "attribute", counted):
         _trainer().test(module, dataloaders=_loader(), verbose=False)
     return calls
+
+
+def test_model_randomisation_through_the_evaluation_equals_the_metric_fed_fresh_maps(cnn):
+    # The evaluation answers repeated explanations from its map cache; the MPRT copy changes weights
+    # in place between steps, and the cache served step 1's maps for every later step (each sanity
+    # table row had identical 'full', 'mean' and independent values).
+    from reproduce.attributors import create
+    from reproduce.lit.evaluation import AttributionEvaluation
+    from reproduce.metrics import AttributionBatch, create_metric
+
+    layers = ["fc", "layer4", "layer2", "conv1"]
+    options = {"name": "model_randomisation", "layers": layers, "similarities": ["spearman_abs"],
+               "verdict_on": "spearman_abs"}
+    module = AttributionEvaluation(cnn, "saliency", metrics={"mprt": options}, num_overlays=0)
+    _trainer().test(module, dataloaders=_loader(), verbose=False)
+    curves, scalars = module.result["curves"], module.result["scalars"]
+
+    direct = create_metric("model_randomisation", cnn, **{k: v for k, v in options.items() if k != "name"})
+    attributors = {}
+
+    def explain(images, targets, model=None):  # no cache: a fresh map for every request
+        model = cnn if model is None else model
+        attributors.setdefault(id(model), create("saliency", model))
+        return attributors[id(model)].attribute(images, targets)
+    for batch in _loader():
+        images, labels = batch["image"], batch["label"]
+        direct.update(AttributionBatch(images=images, labels=labels, targets=labels, maps=explain(images, labels),
+                                       indices=batch["index"]), explain=explain)
+    expected = direct.compute()
+    curve = torch.tensor(curves["mprt/spearman_abs"], dtype=torch.float64)
+    torch.testing.assert_close(curve, expected["spearman_abs"].double(), rtol=0, atol=1e-6)
+    assert curve.max() - curve.min() > 0.03  # the steps differ: randomising more layers changes the map
+    assert scalars["mprt/spearman_abs_full"] == pytest.approx(float(expected["spearman_abs_full"]), abs=1e-6)

@@ -30,3 +30,20 @@ def test_a_new_model_that_reuses_a_freed_models_id_gets_no_cached_maps():
             break
     other = reused if reused is not None else nn.Linear(4, 4)
     assert cache.get(other, images, targets) is None
+
+
+def test_the_same_model_with_weights_changed_in_place_gets_no_cached_maps():
+    # MPRT re-randomises one copy in place between its steps: keyed on the object alone, every step
+    # after the first was served the first step's maps (curves constant, full == mean).
+    cache, images, targets = MapCache(), torch.rand(2, 3, 8, 8), torch.tensor([0, 1])
+    model = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4))
+    cache.put(model, images, targets, torch.ones(2, 8, 8))
+    assert cache.get(model, images, targets) is not None
+    with torch.no_grad():
+        model[0].weight.add_(1.0)
+    assert cache.get(model, images, targets) is None
+    cache.put(model, images, targets, torch.zeros(2, 8, 8))
+    model.load_state_dict(nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4)).state_dict())
+    assert cache.get(model, images, targets) is None
+    model[1].running_mean = torch.zeros(4)  # a replaced buffer
+    assert cache.get(model, images, targets) is None
