@@ -90,6 +90,29 @@ def test_fill_masker_matches_manual_masking(cnn, images):
         assert torch.allclose(out[:, 1], cnn(black.expand_as(images).contiguous()), atol=1e-5)
 
 
+@pytest.mark.parametrize("fill", ["blur", "mean"])
+def test_fill_masker_splits_images_and_subsets_into_cache_sized_forwards(cnn, images, fill, monkeypatch):
+    # On a CPU rows per forward are capped by pixels (64 px: 64 rows): with the cap at 2 rows the
+    # 3 images x 5 subsets run as 2-row forwards (images split too) and give the same logits, each
+    # image with its own fill (blur is per image).
+    import reproduce.models.masking as masking
+
+    part = Partition.patch_grid(3, 64, 64, 4)
+    keep = torch.rand(3, 5, 16, generator=torch.Generator().manual_seed(2)) > 0.5
+    with torch.no_grad():
+        whole = FillMasker(cnn, fill=fill)(images, part, keep)
+        assert masking.forward_rows(256, images) == 64 and masking.forward_rows(256, torch.zeros(1, 3, 224, 224)) == 5
+        monkeypatch.setattr(masking, "CPU_PIXELS_PER_FORWARD", 2 * 64 * 64)
+        batches = []
+        handle = cnn.register_forward_pre_hook(lambda _m, args: batches.append(args[0].shape[0]))
+        try:
+            split = FillMasker(cnn, fill=fill)(images, part, keep)
+        finally:
+            handle.remove()
+    assert batches == [2] * 5 + [1] * 5  # images 0-1: one subset each per forward; image 2 alone
+    torch.testing.assert_close(split, whole, rtol=1e-4, atol=1e-5)
+
+
 def test_token_drop_masker_rows_are_independent_and_counted(vit, images):
     part = Partition.patch_grid(3, 64, 64, 8)
     keep = torch.rand(3, 4, 64, generator=torch.Generator().manual_seed(1)) > 0.5
