@@ -194,3 +194,32 @@ def test_efficientnet_lite0_is_real_and_offline():
         x = cfg.normalize(torch.nn.functional.interpolate(img, size=(224, 224), mode="bilinear", antialias=True))
         with torch.no_grad():
             assert model(x).argmax().item() == imagenet_class
+
+
+def test_score_cam_and_road_give_the_same_result_in_cache_sized_forwards(cnn, images, monkeypatch):
+    # Score-CAM and ROAD batch their own forwards; on a CPU they take the same pixel cap as
+    # FillMasker. With the cap at 8 rows they must give what the uncapped forwards give.
+    import reproduce.models.masking as masking
+    from reproduce.attributors import create
+    from reproduce.metrics import AttributionBatch, create_metric
+
+    targets = torch.tensor([0, 1, 2])
+    maps = torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(3))
+    batch = AttributionBatch(images=images, labels=targets, targets=targets, maps=maps, indices=torch.arange(3))
+
+    def run():
+        road = create_metric("road", cnn, percentages=[0.2, 0.5])
+        road.update(batch)
+        return create("scorecam", cnn).attribute(images, targets), road.compute()["morf"]
+
+    whole = run()
+    batches = []
+    monkeypatch.setattr(masking, "CPU_PIXELS_PER_FORWARD", 8 * 64 * 64)
+    handle = cnn.register_forward_pre_hook(lambda _m, args: batches.append(args[0].shape[0]))
+    try:
+        split = run()
+    finally:
+        handle.remove()
+    assert max(batches) == 8  # uncapped: Score-CAM's 64 rows, ROAD's 15 rows per forward
+    torch.testing.assert_close(split[0], whole[0], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(split[1], whole[1], rtol=1e-4, atol=1e-5)

@@ -41,7 +41,7 @@ from reproduce.checks import check_bool, check_choice
 from reproduce.attributors.base import Attributor
 from reproduce.attributors.registry import register
 from reproduce.errors import ConfigError, InputError
-from reproduce.models import FEATURES, ModelAdapter, record_backward
+from reproduce.models import FEATURES, ModelAdapter, forward_rows, record_backward
 from reproduce.models.hooks import get_submodule
 
 UPSAMPLE_MODES = ("bilinear", "bicubic", "nearest")
@@ -282,8 +282,9 @@ class ScoreCAM(CAM):
         k = chosen.shape[1]
         maps = activations.gather(1, chosen[:, :, None, None].expand(b, k, h, w)).flatten(0, 1)
         scores = torch.empty(b * k, device=inputs.device, dtype=inputs.dtype)
-        for start in range(0, b * k, self.batch_size):  # row r = (image r // k, channel chosen[r])
-            rows = torch.arange(start, min(start + self.batch_size, b * k), device=inputs.device)
+        step = forward_rows(self.batch_size, inputs)  # capped on a CPU, as every masked forward
+        for start in range(0, b * k, step):  # row r = (image r // k, channel chosen[r])
+            rows = torch.arange(start, min(start + step, b * k), device=inputs.device)
             image = rows // k
             mask = F.interpolate(maps[rows].unsqueeze(1), size=inputs.shape[-2:], mode="bilinear", align_corners=True)
             low = mask.amin(dim=(2, 3), keepdim=True)

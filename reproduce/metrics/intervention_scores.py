@@ -28,7 +28,7 @@ from torch import nn
 
 from reproduce.errors import InputError
 from reproduce.metrics.base import check_finite
-from reproduce.models import inference_state
+from reproduce.models import forward_rows, inference_state
 
 # The object kinds of the batch extras (the same codes as ``reproduce.data.scene_render``; a test checks it).
 KIND_PADDING, KIND_EVIDENCE, KIND_DISTRACTOR = 0, 1, 2
@@ -91,8 +91,9 @@ class Scenes:
         images per forward pass."""
         outs = []
         with inference_state(model), torch.no_grad():
-            for start in range(0, len(rows), max_batch):
-                r, k = rows[start:start + max_batch], keep[start:start + max_batch]
+            step = forward_rows(max_batch, self.background)  # capped on a CPU, as every masked forward
+            for start in range(0, len(rows), step):
+                r, k = rows[start:start + step], keep[start:start + step]
                 outs.append(model(compose(self.background[r], self.layers[r], self.footprints[r], k)).float())
         if not outs:
             return self.images.new_zeros((0, 0))

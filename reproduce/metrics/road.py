@@ -40,7 +40,7 @@ from reproduce.metrics.base import AttributionBatch, AttributionMetric, check_fi
 from reproduce.metrics.perturbation_curves import SCORES, rank_descending, target_scores
 from reproduce.metrics.registry import register_metric
 from reproduce.metrics.sample_rng import sample_seed
-from reproduce.models import inference_state
+from reproduce.models import forward_rows, inference_state
 
 NEIGHBOURS = (((1, 1), 1 / 12), ((0, 1), 1 / 6), ((-1, 1), 1 / 12), ((1, -1), 1 / 12),
               ((0, -1), 1 / 6), ((-1, -1), 1 / 12), ((1, 0), 1 / 6), ((-1, 0), 1 / 6))
@@ -160,7 +160,8 @@ class ROAD(AttributionMetric):
         imputed = road_images(batch.images, batch.maps, batch.indices, self.percentages, self.noise, self.seed)
         flat = torch.cat([batch.images[:, None], imputed], 1).flatten(0, 1)
         with inference_state(self.model), torch.no_grad():
-            logits = torch.cat([self.model(flat[s:s + self.max_batch]) for s in range(0, flat.shape[0], self.max_batch)])
+            step = forward_rows(self.max_batch, flat)  # capped on a CPU, as every masked forward
+            logits = torch.cat([self.model(flat[s:s + step]) for s in range(0, flat.shape[0], step)])
         logits = logits.view(batch.size, 2 * p + 1, -1)
         check_finite(logits, batch.indices, "Model outputs on ROAD-imputed images", "check the model on these samples")
         classes = batch.labels if self.score == "accuracy" else batch.targets

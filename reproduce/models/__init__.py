@@ -13,13 +13,14 @@ from reproduce.models.hooks import (
     record_backward,
     record_forward,
 )
-from reproduce.models.masking import FillMasker, Partition, TokenDropMasker, fill_tensor, gaussian_blur
+from reproduce.models.masking import FillMasker, Partition, TokenDropMasker, fill_tensor, forward_rows, gaussian_blur
 
 __all__ = [
     "FEATURES",
     "PRESETS",
     "DataConfig",
     "FillMasker",
+    "forward_rows",
     "ModelAdapter",
     "Partition",
     "TokenDropMasker",
