@@ -8,6 +8,7 @@ deterministic), so cells refer to it from the start.
 
 Everything is cached on disk and resumable: a model is a training run directory keyed by the table,
 role and seed (``fit`` reuses a finished run with the same config and resumes an interrupted one);
+a model another table trained with the same config is copied from there, not retrained;
 a cell is ``outputs/tables/<table>/cells/<cell>/result.json``, written atomically and reused while
 its identity (config and the content of every model it used) is unchanged: a killed run re-run with
 the same command skips the finished cells and recomputes the interrupted one from scratch; a
@@ -29,9 +30,11 @@ from reproduce.errors import ConfigError
 from reproduce.runtime.config_hash import to_plain
 from reproduce.runtime.evaluation import run_cell
 from reproduce.runtime.locks import directory_lock
+from reproduce.runtime.model_store import copy_run, finished_twin, is_empty_run
 from reproduce.runtime.paths import TableLayout
 from reproduce.runtime.table_cells import Checkpoints, Compose, cell_overrides, hydra_compose, train_overrides
 from reproduce.runtime.table_spec import Cell, ModelJob, TableSpec
+from reproduce.runtime.run_dir import train_identity
 from reproduce.runtime.training import fit
 from reproduce.runtime.validation import validate_evaluate, validate_train
 
@@ -96,7 +99,10 @@ def plan_table(spec: TableSpec, layout: TableLayout, compose: Compose = hydra_co
 
 
 def train_models(plan: TablePlan) -> Checkpoints:
-    """Train (or reuse) every model of the plan; returns the best checkpoint of each."""
+    """Train (or reuse) every model of the plan; returns the best checkpoint of each. A model that
+    another table of the same root already trained with the same config is copied from it
+    (:mod:`reproduce.runtime.model_store`)."""
+    models_glob = os.path.join(os.path.dirname(plan.layout.table_dir), "*", "models", "*")
     for job, cfg in plan.trainings:
         run_dir = str(cfg.paths.output_dir)
         fix = (f"the table trained model {job.role!r} (seed {job.seed}) there with other settings; move it away "
@@ -104,6 +110,12 @@ def train_models(plan: TablePlan) -> Checkpoints:
                "are then recomputed)")
         with directory_lock(run_dir):
             print(f"{PREFIX} model {job.role} (seed {job.seed}) -> {run_dir}", flush=True)
+            donor = finished_twin(models_glob, train_identity(cfg), run_dir) if is_empty_run(run_dir) else None
+            if donor is not None:  # another table trained exactly this model: copy it, do not retrain
+                copy_run(donor, run_dir, cfg)
+                print(f"{PREFIX} model {job.role} (seed {job.seed}): copied from {donor} (same training config)",
+                      flush=True)
+                continue
             result = fit(cfg, validate=False, fix=fix)
         state = "reused (finished earlier)" if result.reused else f"trained in {result.seconds:.0f} s"
         print(f"{PREFIX} model {job.role} (seed {job.seed}): {state}", flush=True)
