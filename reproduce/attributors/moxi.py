@@ -95,6 +95,14 @@ class _MoXIGreedy(SetGameAttributor):
     mode = "insertion"
     smoke_options = {"grid": 2}
 
+    @classmethod
+    def smoke_config(cls, options):
+        # A budgeted search stays budgeted on the smoke grid's 4 players (a budget above them is an error).
+        smoke = super().smoke_config(options)
+        if smoke.get("budget") is not None:
+            smoke["budget"] = min(int(smoke["budget"]), 2)
+        return smoke
+
     def __init__(self, model, budget: int | None = None, **options):
         super().__init__(model, **options)
         if budget is not None:
