@@ -114,9 +114,9 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
 # On a CPU a forward is fastest while its activations stay in cache, so rows per forward are capped
 # by pixels, not only by ``max_batch`` (no-grad forwards, channels-last inputs, 2 threads, measured
 # 2026-12-02): ResNet-10-T at 64 px runs at 1.32 ms per row in batches of 64 and 2.33 ms in batches
-# of 256; EfficientNet-Lite0 at 224 px at 16.3 ms per row in batches of 4 and 20.6 in batches of 16
-# (with channels-last weights too: 10.5 at 4, 28.9 at 256). The cap is 64 rows of 64x64 pixels
-# (5 rows at 224 px). A GPU keeps ``max_batch``.
+# of 256; EfficientNet-Lite0 at 224 px at 16.3-17.9 ms per row in batches of 4 and 17.4-20.6 in
+# batches of 16 (channels-last weights on top of channels-last inputs: no faster, 19.4-19.6 ms).
+# The cap is 64 rows of 64x64 pixels (5 rows at 224 px). A GPU keeps ``max_batch``.
 CPU_PIXELS_PER_FORWARD = 64 * 64 * 64
 
 
