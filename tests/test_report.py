@@ -107,6 +107,26 @@ def test_overlay_maps_round_trip():
     assert torch.allclose(back[0]["map"], items[0]["map"]) and torch.allclose(back[0]["image"], items[0]["image"], atol=1e-3)
 
 
+def test_map_grid_draws_each_row_as_its_maps_blended_over_their_images(tmp_path):
+    from reproduce.viz.map_grid import GAP, _strip, blend, map_grid
+
+    image = torch.zeros(3, 4, 4)
+    image[0] = 1.0  # a red image
+    ramp = torch.arange(16.0).view(4, 4)  # min-max scaled: 0 at the top left, 1 at the bottom right
+    # jet(0) is dark blue (0, 0, 0.5), jet(1) dark red (0.5, 0, 0); half of each over red.
+    pixels = blend(image, ramp)
+    np.testing.assert_allclose(pixels[0, 0], [0.5, 0.0, 0.25], atol=1e-6)
+    np.testing.assert_allclose(pixels[3, 3], [0.75, 0.0, 0.0], atol=1e-6)
+    items = [{"image": image, "map": ramp, "mask": torch.ones(4, 4, dtype=torch.bool), "index": i, "label": 0}
+             for i in range(2)]
+    rgb, mask = _strip(items, 3)  # 3 slots, 2 filled: the gaps and the empty slot stay white
+    assert rgb.shape == (4, 3 * 4 + 2 * GAP, 3) and (rgb[:, 4:4 + GAP] == 1).all() and (rgb[:, -4:] == 1).all()
+    np.testing.assert_allclose(rgb[:, 4 + GAP:8 + GAP], pixels)
+    assert mask[:, :4].all() and not mask[:, 4:4 + GAP].any()
+    path = map_grid([("A", items), ("B", items[:1])], str(tmp_path / "grid.png"), "toy")
+    assert os.path.getsize(path) > 0
+
+
 def test_saturation_point_of_curves():
     x = np.linspace(0, 1, 101)
     fast, slow = np.minimum(1, x / 0.1), np.minimum(1, x / 0.3)

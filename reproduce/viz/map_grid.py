@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from reproduce.atomic import atomic_write_bytes  # noqa: E402
-from reproduce.viz.overlays import draw_overlay, save_figure  # noqa: E402
+from reproduce.viz.overlays import to_unit, save_figure  # noqa: E402
 
 
 def save_overlay_maps(path: str, items: Sequence[dict[str, Any]]) -> str:
@@ -64,26 +64,57 @@ def shared_images(rows: Sequence[tuple[str, Sequence[dict[str, Any]]]], k: int) 
     return sorted(common or [])[:k]
 
 
+GAP = 2  # white pixels between the images of a row
+
+
+def blend(image: torch.Tensor, attribution: torch.Tensor, alpha: float = 0.5) -> np.ndarray:
+    """``[H, W, 3]`` RGB of the min-max scaled map (jet) laid over the image with ``alpha``: the
+    pixels :func:`~reproduce.viz.overlays.draw_overlay` shows, computed without drawing."""
+    heat = plt.get_cmap("jet")(to_unit(attribution))[..., :3]
+    return (1 - alpha) * image.permute(1, 2, 0).cpu().float().numpy().clip(0, 1) + alpha * heat
+
+
+def _strip(items: Sequence[dict[str, Any]], cols: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """One row of the grid as one image (``cols`` slots, a white gap between them) and its mask."""
+    h, w = items[0]["map"].shape[-2:]
+    rgb = np.ones((h, cols * (w + GAP) - GAP, 3))
+    mask = np.zeros(rgb.shape[:2]) if any(o.get("mask") is not None for o in items) else None
+    for c, item in enumerate(items[:cols]):
+        x0 = c * (w + GAP)
+        rgb[:, x0:x0 + w] = blend(item["image"], item["map"])
+        if mask is not None and item.get("mask") is not None:
+            mask[:, x0:x0 + w] = item["mask"].cpu().numpy().astype(float)
+    return rgb, mask
+
+
 def map_grid(rows: Sequence[tuple[str, Sequence[dict[str, Any]]]], path: str, title: str, k: int = 6) -> str:
     """Rows = methods, columns = the first ``k`` images the methods share (each row's own first
-    images where they share none); each map min-max scaled, ground truth outlined in white."""
+    images where they share none); each map min-max scaled, ground truth outlined in white.
+    Each row is drawn as one image (one axes per method, not per map: a 27-method table would
+    otherwise lay out and save 162 axes)."""
     rows = [(label, list(items)) for label, items in rows if items]
     shared = shared_images(rows, k)
     cols = max(1, len(shared) if shared else min(k, max(len(items) for _, items in rows)))
-    fig, axes = plt.subplots(len(rows), cols, figsize=(1.6 * cols + 1.6, 1.6 * len(rows) + 0.6), squeeze=False)
+    fig, axes = plt.subplots(len(rows), 1, figsize=(1.6 * cols + 1.6, 1.6 * len(rows) + 0.6), squeeze=False)
     for r, (label, items) in enumerate(rows):
         by_index = {o["index"]: o for o in items}
         chosen = [by_index[i] for i in shared] if shared else items[:cols]
-        for c in range(cols):
-            ax = axes[r, c]
-            if c >= len(chosen):
-                ax.axis("off")
-                continue
-            item = chosen[c]
-            draw_overlay(ax, item["image"], item["map"], item.get("mask"),
-                         title=f"#{item['index']} (class {item['label']})" if r == 0 else None)
-        axes[r, 0].set_ylabel(label, fontsize=7, rotation=0, ha="right", va="center")
+        ax = axes[r, 0]
+        rgb, mask = _strip(chosen, cols)
+        ax.imshow(rgb, interpolation="nearest")
+        if mask is not None and mask.any():
+            ax.contour(mask, levels=[0.5], colors="white", linewidths=1.2)
+        ax.set_yticks([])
+        ax.set_ylabel(label, fontsize=7, rotation=0, ha="right", va="center")
+        if r == 0:  # the image names on top, as tick labels so that the layout makes room for them
+            w = chosen[0]["map"].shape[-1]
+            ax.set_xticks([c * (w + GAP) + (w - 1) / 2 for c in range(len(chosen))],
+                          [f"#{o['index']} (class {o['label']})" for o in chosen], fontsize=8)
+            ax.xaxis.tick_top()
+            ax.tick_params(axis="x", length=0)
+        else:
+            ax.set_xticks([])
     note = "the same images in every row" if shared else "each row's own first images (the rows share none)"
-    fig.suptitle(f"{title}: maps by method ({note}; white: ground truth)", fontsize=10)
-    fig.tight_layout()
+    fig.suptitle(f"{title}: maps by method ({note}; white: ground truth)", fontsize=10, y=1 - 0.1 / fig.get_figheight())
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / fig.get_figheight()))  # half an inch on top for the title
     return save_figure(fig, path)

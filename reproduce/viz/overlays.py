@@ -15,7 +15,7 @@ import torch  # noqa: E402
 from reproduce.atomic import atomic_write_bytes  # noqa: E402
 
 
-def _to_unit(m: torch.Tensor) -> np.ndarray:
+def to_unit(m: torch.Tensor) -> np.ndarray:
     m = m.detach().float().cpu()
     lo, hi = m.min(), m.max()
     return ((m - lo) / (hi - lo).clamp_min(1e-12)).numpy()
@@ -25,7 +25,7 @@ def draw_overlay(ax, image: torch.Tensor, attribution: torch.Tensor, mask: torch
                  title: str | None = None, alpha: float = 0.5):
     """Image ``[3, H, W]`` in [0, 1] with the min-max scaled map on top and the mask outlined."""
     ax.imshow(image.permute(1, 2, 0).cpu().numpy())
-    handle = ax.imshow(_to_unit(attribution), cmap="jet", alpha=alpha, vmin=0, vmax=1)
+    handle = ax.imshow(to_unit(attribution), cmap="jet", alpha=alpha, vmin=0, vmax=1)
     if mask is not None and bool(mask.any()):
         ax.contour(mask.cpu().numpy().astype(float), levels=[0.5], colors="white", linewidths=1.2)
     ax.set_xticks([])
