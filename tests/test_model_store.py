@@ -39,6 +39,17 @@ def test_only_a_finished_run_with_the_same_identity_is_a_twin(tmp_path):
     assert finished_twin(pattern, "same", own) is None  # a twin must have both checkpoints
 
 
+def test_runs_moved_aside_to_be_retrained_are_never_copied_back(tmp_path):
+    root = str(tmp_path)
+    pattern = os.path.join(root, "outputs", "tables", "*", "models", "*")
+    own = os.path.join(root, "outputs", "tables", "c", "models", "c-m-s0")
+    _run(root, "a", "a-m-s0.old", "same")  # `mv <run> <run>.old`
+    _run(root, "b.prev", "b-m-s0", "same")  # the table folder moved aside
+    assert finished_twin(pattern, "same", own) is None
+    donor = _run(root, "d", "d-m-s0", "same")
+    assert finished_twin(pattern, "same", own) == donor
+
+
 def test_a_copy_is_whole_and_says_where_it_came_from(tmp_path):
     from omegaconf import OmegaConf
 

@@ -6,12 +6,15 @@ Each table keeps its own run directory (``outputs/tables/<table>/models/<run>``)
 retraining one table's models never touches another's; the copy's ``run.json`` says where it came
 from (``copied_from``). Only finished runs are copied (``run.json`` is written last, atomically), and
 the checkpoints are copied through a temporary file, so a killed copy leaves nothing a later run trusts.
+A run moved aside (renamed, e.g. ``<run>.old``, or its table folder renamed) is not a source: moving a
+run away is how a user asks for it to be trained again.
 """
 
 from __future__ import annotations
 
 import glob
 import os
+import re
 import shutil
 import tempfile
 
@@ -23,12 +26,20 @@ from reproduce.runtime.run_dir import job_config, read_run_file
 CHECKPOINTS = ("best.ckpt", "last.ckpt")
 
 
+def _canonical(candidate: str) -> bool:
+    """Whether ``candidate`` is a table's own model directory, ``tables/<t>/models/<t>-<role>-s<seed>``:
+    a run or table moved aside (``mv <run> <run>.old``, the way to ask for a retraining) is never copied."""
+    table = os.path.basename(os.path.dirname(os.path.dirname(os.path.abspath(candidate))))
+    return re.fullmatch(rf"{re.escape(table)}-.+-s\d+", os.path.basename(candidate)) is not None
+
+
 def finished_twin(models_glob: str, identity: str, run_dir: str) -> str | None:
-    """A finished run directory matching ``models_glob`` (``.../tables/*/models/*``), other than
-    ``run_dir``, whose training identity is ``identity`` and whose checkpoints exist; else None."""
+    """A finished run directory matching ``models_glob`` (``.../tables/*/models/*``, canonical names
+    only), other than ``run_dir``, whose training identity is ``identity`` and whose checkpoints
+    exist; else None."""
     own = os.path.abspath(run_dir)
     for candidate in sorted(glob.glob(models_glob)):
-        if os.path.abspath(candidate) == own:
+        if os.path.abspath(candidate) == own or not _canonical(candidate):
             continue
         try:
             run = read_run_file(os.path.join(candidate, "run.json"))

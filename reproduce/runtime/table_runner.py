@@ -32,9 +32,9 @@ from reproduce.runtime.evaluation import run_cell
 from reproduce.runtime.locks import directory_lock
 from reproduce.runtime.model_store import copy_run, finished_twin, is_empty_run
 from reproduce.runtime.paths import TableLayout
+from reproduce.runtime.run_dir import train_identity
 from reproduce.runtime.table_cells import Checkpoints, Compose, cell_overrides, hydra_compose, train_overrides
 from reproduce.runtime.table_spec import Cell, ModelJob, TableSpec
-from reproduce.runtime.run_dir import train_identity
 from reproduce.runtime.training import fit
 from reproduce.runtime.validation import validate_evaluate, validate_train
 
