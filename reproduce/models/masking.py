@@ -116,7 +116,8 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
 # 2026-12-02): ResNet-10-T at 64 px runs at 1.32 ms per row in batches of 64 and 2.33 ms in batches
 # of 256; EfficientNet-Lite0 at 224 px at 16.3-17.9 ms per row in batches of 4 and 17.4-20.6 in
 # batches of 16 (channels-last weights on top of channels-last inputs: no faster, 19.4-19.6 ms).
-# The cap is 64 rows of 64x64 pixels (5 rows at 224 px). A GPU keeps ``max_batch``.
+# The cap is 64 rows of 64x64 pixels (5 rows at 224 px, where it took the moxi_photos table from 589
+# to 394 s against the 256 rows of ``max_batch``). A GPU keeps ``max_batch``.
 CPU_PIXELS_PER_FORWARD = 64 * 64 * 64
 
 

@@ -15,12 +15,10 @@ from __future__ import annotations
 import glob
 import os
 import re
-import shutil
-import tempfile
 
 from omegaconf import DictConfig, OmegaConf
 
-from reproduce.atomic import atomic_write_json
+from reproduce.atomic import atomic_write_bytes, atomic_write_json
 from reproduce.runtime.run_dir import job_config, read_run_file
 
 CHECKPOINTS = ("best.ckpt", "last.ckpt")
@@ -51,19 +49,6 @@ def finished_twin(models_glob: str, identity: str, run_dir: str) -> str | None:
     return None
 
 
-def _copy_file(src: str, dst: str) -> None:
-    os.makedirs(os.path.dirname(dst), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(dst), prefix=".tmp-", suffix=os.path.basename(dst))
-    os.close(fd)
-    try:
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def is_empty_run(run_dir: str) -> bool:
     """Whether ``run_dir`` holds no run yet (no ``run.json``, no checkpoint): only such a directory is
     filled by a copy; a finished, interrupted or conflicting run there is left to ``fit``."""
@@ -74,8 +59,9 @@ def copy_run(donor: str, run_dir: str, cfg: DictConfig) -> dict:
     """Copy the finished run ``donor`` into ``run_dir`` (with ``cfg``, this run's own config, as its
     ``config.yaml``); returns the copy's ``run.json``."""
     run = read_run_file(os.path.join(donor, "run.json"))
-    for name in CHECKPOINTS:
-        _copy_file(os.path.join(donor, "checkpoints", name), os.path.join(run_dir, "checkpoints", name))
+    for name in CHECKPOINTS:  # through a temporary file: a killed copy leaves no half checkpoint
+        with open(os.path.join(donor, "checkpoints", name), "rb") as f:
+            atomic_write_bytes(os.path.join(run_dir, "checkpoints", name), f.read())
     OmegaConf.save(OmegaConf.create(job_config(cfg)), os.path.join(run_dir, "config.yaml"))
     copied = {**run, "best_checkpoint": os.path.join(run_dir, "checkpoints", "best.ckpt"),
               "last_checkpoint": os.path.join(run_dir, "checkpoints", "last.ckpt"),
