@@ -166,7 +166,7 @@ def test_declared_hooks_keep_their_contract(name, request, images):
     base class; every method's values follow the declaration."""
     from reproduce.attributors import Attributor
 
-    for hook in ("last_extras", "extra_cost", "grouped"):
+    for hook in ("last_extras", "extra_cost", "group_input", "finish_grouped", "use_memo"):
         assert getattr(Attributor, hook).__doc__
     attributor, _ = build(name, request)
     attributor.attribute(images[:1], TARGET[:1])

@@ -228,7 +228,7 @@ def test_smoke_config_keeps_the_base_method_and_segmenter():
 
 
 # --- the public hook and the channel-reduction control ----------------------------------------
-def test_superpixel_uses_the_base_methods_public_grouping_hook(cnn, images, monkeypatch):
+def test_superpixel_uses_the_base_methods_public_grouping_hooks(cnn, images, monkeypatch):
     from reproduce.attributors import Attributor
     from reproduce.attributors import superpixel as sp_module
     from reproduce.attributors.registry import ATTRIBUTORS
@@ -239,8 +239,11 @@ def test_superpixel_uses_the_base_methods_public_grouping_hook(cnn, images, monk
         def _attribute(self, x, target):
             return x.mean(1)
 
-        def grouped(self, x, target, group):
-            return group(x.mean(1)).abs()  # group first, then a nonlinearity
+        def group_input(self, x, target):
+            return x.mean(1)  # grouped first...
+
+        def finish_grouped(self, grouped):
+            return grouped.abs()  # ...then a nonlinearity
 
     monkeypatch.setitem(ATTRIBUTORS.classes, "channel_mean", ChannelMean)
     labels = Segmenter("slic", cache=SegmentationCache())(images, ModelAdapter(cnn).data_config)

@@ -12,7 +12,7 @@ Subclasses implement ``_attribute(x, target) -> [B, H, W]``; :meth:`Attributor.a
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -23,9 +23,6 @@ from reproduce.models import ModelAdapter, count_passes, inference_state, record
 
 NORMALIZE_CHOICES = (None, "minmax", "max_abs", "sum")
 
-# A grouping of maps: ``[B, ..., H, W] -> [B, ..., H, W]``, constant on each segment of an image
-# (the super-pixel wrapper's segment sum or mean; see :meth:`Attributor.grouped`).
-Grouping = Callable[[torch.Tensor], torch.Tensor]
 
 
 def check_inputs(inputs: Any, adapter: ModelAdapter) -> torch.Tensor:
@@ -186,17 +183,30 @@ class Attributor:
         super-pixel wrapper's segmentation time); ``batch_size`` is the number of images explained."""
         return {}
 
-    def grouped(self, x: torch.Tensor, target: torch.Tensor, group: Grouping) -> torch.Tensor:
-        """Maps ``[B, H, W]`` with ``group`` applied where grouping belongs in this method.
+    def group_input(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """What a wrapper that pools this method over image regions (the super-pixel wrapper) sums
+        over each region: ``[B, ..., H, W]``.
 
-        The hook of wrappers that pool a method over image regions (the super-pixel wrapper).
         ``x`` is a checked batch and ``target`` a resolved ``[B]`` tensor: call it from inside an
         :meth:`attribute` call (a wrapper's own ``_attribute``), which sets the model state and
-        counts the passes. By default the final map is grouped; gradient methods and noise tunnels
-        override it to group the signed, channel-summed attribution before their nonlinearity (see
-        :mod:`reproduce.attributors.superpixel`). ``normalize`` is not applied.
+        counts the passes. By default the final map; gradient methods and noise tunnels override it
+        with the signed, channel-summed attribution (of every noisy copy, ``[B, m, H, W]``), so that
+        grouping comes before their nonlinearity (see :mod:`reproduce.attributors.superpixel`). It
+        depends only on the model's weights, the method's options, the images and the targets, so a
+        wrapper may reuse it across evaluations (:meth:`use_memo`). ``normalize`` is not applied.
         """
-        return group(self._attribute(x, target))
+        return self._attribute(x, target)
+
+    def finish_grouped(self, grouped: torch.Tensor) -> torch.Tensor:
+        """The maps ``[B, H, W]`` from :meth:`group_input`'s result after a region wrapper grouped it
+        (the nonlinearity that follows the grouping: ``abs``, per-copy sparsification, the average
+        over noisy copies); by default the grouped map itself."""
+        return grouped
+
+    def use_memo(self, memo: Any) -> None:
+        """Let this attributor reuse work that another evaluation of the same model, images and
+        targets already did (an :class:`~reproduce.attributors.memo.AttributionMemo`); methods with no
+        such work ignore it. The super-pixel wrapper keeps its base's :meth:`group_input` there."""
 
     # Helpers shared by gradient-based families.
     def target_scores(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

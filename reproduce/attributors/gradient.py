@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from reproduce.checks import check_choice, choice_error
-from reproduce.attributors.base import Attributor, Grouping
+from reproduce.attributors.base import Attributor
 from reproduce.attributors.registry import register
 from reproduce.errors import ConfigError, InputError
 from reproduce.models import fill_tensor
@@ -93,14 +93,18 @@ class GradientAttributor(Attributor):
     def _attribute(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return self.reduce_channels(self.elementwise(self.signed(x, target)))
 
-    def grouped(self, x: torch.Tensor, target: torch.Tensor, group: Grouping) -> torch.Tensor:
-        """Group the signed attribution summed over channels, then apply ``abs`` (stage 2).
+    def group_input(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The signed attribution summed over channels ``[B, H, W]``, to be grouped before ``abs``.
 
         The channel reduction (stage 3) is not used: shifting a segment moves all its channels, so
         the segment value is ``sum_{i in G} sum_c signed_{c,i}`` (the exact derivative of the
         segment shift for saliency; completeness for IG).
         """
-        return self.elementwise(group(self.signed(x, target).sum(1)))
+        return self.signed(x, target).sum(1)
+
+    def finish_grouped(self, grouped: torch.Tensor) -> torch.Tensor:
+        """Stage 2 (``abs``) of the grouped attribution."""
+        return self.elementwise(grouped)
 
 
 @register("saliency")

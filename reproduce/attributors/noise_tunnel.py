@@ -28,20 +28,17 @@ estimator's own variance cancel between them), while one model always draws the 
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
 from reproduce.checks import check_choice, positive_int
-from reproduce.attributors.base import Attributor, Grouping
+from reproduce.attributors.base import Attributor
 from reproduce.attributors.gradient import GradientAttributor
 from reproduce.attributors.registry import available, create, get_class, register
 from reproduce.errors import ConfigError
-
-# signed attributions of the noisy copies [B, m, C, H, W] -> per-copy maps [B, m, C, H, W] or [B, m, H, W]
-SampleTransform = Callable[[torch.Tensor], torch.Tensor]
 
 
 NOISE_MODES = ("per_model", "shared")
@@ -142,41 +139,45 @@ class SmoothGrad(Attributor):
         """Post-process each copy's map ``[B, m, ...]`` before averaging (identity here)."""
         return maps
 
-    def smooth(self, x: torch.Tensor, target: torch.Tensor, sample_transform: SampleTransform | None = None) -> torch.Tensor:
-        """Average over the noisy copies of ``per_sample(transform(signed attribution))``.
-
-        Args:
-            sample_transform: the per-noisy-sample hook. It receives the base's signed attribution
-                of the copies ``[B, m, C, H, W]`` and returns their maps ``[B, m, C, H, W]`` or
-                ``[B, m, H, W]``; by default the base's ``abs`` stage.
-        Returns:
-            ``[B, C, H, W]`` or ``[B, H, W]``, following the transform's output.
-        """
-        b = x.shape[0]
+    def _chunks(self, b: int) -> list[tuple[int, int]]:
+        """The copies ``start..stop-1`` of each pass: at most ``batch_size`` rows of ``b`` images."""
         per_pass = max(1, self.batch_size // b)
+        return [(start, min(start + per_pass, self.n_samples)) for start in range(0, self.n_samples, per_pass)]
+
+    def _signed_copies(self, x: torch.Tensor, target: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        """The base's signed attribution of copies ``start..stop-1``: ``[B, stop - start, C, H, W]``."""
+        b, m = x.shape[0], stop - start
+        noisy = (x.unsqueeze(1) + self.noise(x, start, stop)).flatten(0, 1)
+        return self.base.signed(noisy, target.repeat_interleave(m)).unflatten(0, (b, m))
+
+    def _average(self, copies: list[torch.Tensor]) -> torch.Tensor:
+        """``per_sample`` of each pass's copy maps, summed pass by pass, over ``n_samples``."""
         total = None
-        for start in range(0, self.n_samples, per_pass):
-            stop = min(start + per_pass, self.n_samples)
-            m = stop - start
-            noisy = (x.unsqueeze(1) + self.noise(x, start, stop)).flatten(0, 1)
-            signed = self.base.signed(noisy, target.repeat_interleave(m)).unflatten(0, (b, m))
-            maps = sample_transform(signed) if sample_transform is not None else self.base.elementwise(signed)
+        for maps in copies:
             part = self.per_sample(maps).sum(1)
             total = part if total is None else total + part
         return total / self.n_samples
 
+    def smooth(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Average over the noisy copies of ``per_sample(|signed attribution|)``: ``[B, C, H, W]``
+        (each pass's copies are reduced before the next pass, so memory holds one pass)."""
+        return self._average(self.base.elementwise(self._signed_copies(x, target, start, stop))
+                             for start, stop in self._chunks(x.shape[0]))
+
     def _attribute(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return self.base.reduce_channels(self.smooth(x, target))
 
-    def grouped(self, x: torch.Tensor, target: torch.Tensor, group: Grouping) -> torch.Tensor:
-        """Group each noisy copy's signed, channel-summed attribution, before the base's ``abs``
-        and before :meth:`per_sample` (the sparsification of Sparsified SmoothGrad), then average."""
-        base = self.base
+    def group_input(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Each noisy copy's signed, channel-summed attribution ``[B, n_samples, H, W]``: grouped
+        before the base's ``abs`` and before :meth:`per_sample` (the sparsification of Sparsified
+        SmoothGrad), as the super-pixel paper requires."""
+        return torch.cat([self._signed_copies(x, target, start, stop).sum(-3)
+                          for start, stop in self._chunks(x.shape[0])], dim=1)
 
-        def group_each_copy(signed: torch.Tensor) -> torch.Tensor:
-            return base.elementwise(group(signed.sum(-3)))
-
-        return self.smooth(x, target, group_each_copy)
+    def finish_grouped(self, grouped: torch.Tensor) -> torch.Tensor:
+        """The base's ``abs`` and :meth:`per_sample` of every grouped copy, then their average
+        (summed in the passes' order, as :meth:`smooth` does)."""
+        return self._average(self.base.elementwise(grouped[:, start:stop]) for start, stop in self._chunks(grouped.shape[0]))
 
 
 @register("sparsified_smoothgrad")

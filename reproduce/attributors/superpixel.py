@@ -5,7 +5,8 @@ into super-pixels (:mod:`reproduce.attributors.segmenters`, cached), adds up the
 attribution over each segment and paints every pixel of a segment with its segment's value.
 
 Where the grouping happens depends on the base, through its public
-:meth:`~reproduce.attributors.base.Attributor.grouped` hook:
+:meth:`~reproduce.attributors.base.Attributor.group_input` and
+:meth:`~reproduce.attributors.base.Attributor.finish_grouped` hooks:
 
 - gradient methods (``saliency``, ``input_x_gradient``, ``integrated_gradients``): the *signed*
   attribution is summed over the segment's pixels and channels before the base's ``abs``, so the
@@ -24,11 +25,18 @@ Where the grouping happens depends on the base, through its public
 gradient; the segment values add up to the base map's total). ``reduce="mean"`` paints
 ``S_G / |G|``, which conserves the pixel map's total. The grouping is one batched ``scatter_add``
 on the inputs' device.
+
+With a memo (:meth:`SuperPixel.use_memo`, an :class:`~reproduce.attributors.memo.AttributionMemo`),
+the base's attribution before grouping is computed once per model, images and targets and shared by
+every super-pixel attributor with the same base and base options (the segmenter rows of a table).
+Evaluations give the memo only to the attributors of reference models (the stability metrics' model
+B): the explained model's map is always computed, because its time is the cost column.
 """
 
 from __future__ import annotations
 
 import time
+import json
 from typing import Any, ClassVar
 
 import torch
@@ -36,6 +44,7 @@ from torch import nn
 
 from reproduce.checks import check_choice
 from reproduce.attributors.base import Attributor
+from reproduce.attributors.memo import AttributionMemo
 from reproduce.attributors.registry import create, get_class, register
 from reproduce.attributors.segmenters import SegmentationCache, Segmenter
 from reproduce.errors import ConfigError
@@ -115,6 +124,9 @@ class SuperPixel(Attributor):
         self.segmenter = Segmenter(segmenter, segmenter_options, cache)
         self.reduce = reduce
         self._segmentation_seconds = 0.0
+        self.memo: AttributionMemo | None = None
+        # The base's group_input depends on its name and options only (and the weights, images, targets).
+        self._memo_key = json.dumps({"base": base, "options": base_options}, sort_keys=True, default=repr)
 
     def segments(self, x: torch.Tensor) -> torch.Tensor:
         """Super-pixel labels ``[B, H, W]`` of ``x`` (cached)."""
@@ -123,9 +135,22 @@ class SuperPixel(Attributor):
         self._segmentation_seconds = time.perf_counter() - start
         return labels
 
+    def use_memo(self, memo: AttributionMemo | None) -> None:
+        """Share the base's attribution before grouping through ``memo`` (None: compute it each call)."""
+        self.memo = memo
+
+    def _group_input(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.memo is None:
+            return self.base.group_input(x, target)
+        found = self.memo.get(self._memo_key, self.model, x, target)
+        if found is None:
+            found = self.base.group_input(x, target)
+            self.memo.put(self._memo_key, self.model, x, target, found)
+        return found
+
     def _attribute(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         labels = self.segments(x)
-        return self.base.grouped(x, target, lambda maps: group_maps(maps, labels, self.reduce))
+        return self.base.finish_grouped(group_maps(self._group_input(x, target), labels, self.reduce))
 
     def extra_cost(self, batch_size: int) -> dict[str, float]:
         return {"segmentation_seconds_per_image": self._segmentation_seconds / batch_size}

@@ -21,7 +21,10 @@ defaults to the explained model. A metric may name its own scorer among the refe
 
 Maps are computed once per (model, images) within a test step: the batch's maps, and those that
 stability metrics and the stability figure ask for again (the same images explained by a reference
-model), are kept in a small per-batch cache (:class:`~reproduce.lit.map_cache.MapCache`).
+model), are kept in a small per-batch cache (:class:`~reproduce.lit.map_cache.MapCache`). Across
+evaluations (a table's rows), the attributors of reference models may share intermediate work through
+``reference_memo`` (:class:`~reproduce.attributors.memo.AttributionMemo`); the explained model's
+attributor never does, since its time is what the cost metric reports.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from reproduce.checks import check_choice
 from reproduce.attributors import create
+from reproduce.attributors.memo import AttributionMemo
 from reproduce.errors import ConfigError, ReproduceError
 from reproduce.metrics import AttributionBatch, create_metric
 from reproduce.metrics.cost import cost_extras
@@ -75,6 +79,10 @@ class AttributionEvaluation(L.LightningModule):
         samples: evaluate ``all`` images, only the ``correct`` ly or the ``misclassified`` ones.
         result_path: JSON file written at the end (atomically); ``cell``: metadata stored in it.
         num_overlays: images kept for the overlay figure.
+        reference_memo: an :class:`~reproduce.attributors.memo.AttributionMemo` given to the
+            reference models' attributors (:meth:`~reproduce.attributors.base.Attributor.use_memo`),
+            e.g. one per table run, so that rows explaining the same images with the same reference
+            model share what their methods have in common.
     """
 
     def __init__(
@@ -90,6 +98,7 @@ class AttributionEvaluation(L.LightningModule):
         result_path: str | None = None,
         cell: dict[str, Any] | None = None,
         num_overlays: int = 8,
+        reference_memo: AttributionMemo | None = None,
     ):
         super().__init__()
         check_choice("target", target, TARGET_CHOICES)
@@ -121,6 +130,7 @@ class AttributionEvaluation(L.LightningModule):
         self.register_buffer("evaluated", torch.zeros((), dtype=torch.long), persistent=False)
         self._overlays: list[dict[str, Any]] = []
         self.maps_cache = MapCache()
+        self.reference_memo = reference_memo
         self.selection: dict[str, Any] = {}
         self.selection_accuracy: float | None = None
         self.selection_visited: list[tuple[int, bool]] | None = None
@@ -190,7 +200,10 @@ class AttributionEvaluation(L.LightningModule):
             attributor = self.attributor
         else:
             if id(model) not in self._reference_attributors:
-                self._reference_attributors[id(model)] = create(self.attributor_name, model, **self.attributor_options)
+                reference = create(self.attributor_name, model, **self.attributor_options)
+                if self.reference_memo is not None:
+                    reference.use_memo(self.reference_memo)
+                self._reference_attributors[id(model)] = reference
             attributor = self._reference_attributors[id(model)]
         maps = attributor.attribute(images, targets)
         self.maps_cache.put(model, images, targets, maps)

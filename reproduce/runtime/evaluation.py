@@ -33,6 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from reproduce.attributors import get_class
+from reproduce.attributors.memo import AttributionMemo
 from reproduce.errors import ConfigError, DataError
 from reproduce.lit.evaluation import AttributionEvaluation
 from reproduce.models import ModelAdapter, create_model
@@ -106,9 +107,10 @@ def _why_stale(previous: dict[str, Any], ident: ResultIdentity) -> str:
     return f"a model changed ({', '.join(changed)})" if changed else "its identity changed (a file of an older version)"
 
 
-def run_cell(cfg: DictConfig, callbacks: list | None = None) -> CellRun:
+def run_cell(cfg: DictConfig, callbacks: list | None = None, memo: AttributionMemo | None = None) -> CellRun:
     """Evaluate the cell of ``cfg`` or reuse its finished result; ``callbacks``: extra Lightning
-    callbacks for the test loop (e.g. the memory benchmark's RSS probe)."""
+    callbacks for the test loop (e.g. the memory benchmark's RSS probe); ``memo``: work the reference
+    models' attributors share with other cells of the same run (see :class:`AttributionMemo`)."""
     start = time.time()
     ident = result_identity(cfg)
     previous = previous_result(cfg)
@@ -118,7 +120,7 @@ def run_cell(cfg: DictConfig, callbacks: list | None = None) -> CellRun:
     reason = ("recompute=true" if same else _why_stale(previous, ident)) if previous else None
     L.seed_everything(int(cfg.get("seed", 0)), workers=True, verbose=False)
     models = load_models(cfg)
-    module = build_module(cfg, models, ident)
+    module = build_module(cfg, models, ident, memo)
     datamodule = build_data(cfg, models.explained, module)
     selection = select_images(cfg, models.explained, datamodule)
     module.set_selection(selection.record(), selection.accuracy, selection.visited)
@@ -162,7 +164,8 @@ def _plain(node: Any) -> Any:
     return OmegaConf.to_container(node, resolve=True) if node is not None else None
 
 
-def build_module(cfg: DictConfig, models: Models, ident: ResultIdentity) -> AttributionEvaluation:
+def build_module(cfg: DictConfig, models: Models, ident: ResultIdentity,
+                 memo: AttributionMemo | None = None) -> AttributionEvaluation:
     metrics = _plain(cfg.metrics) or {}
     if not metrics:
         raise ConfigError("No metrics selected: pass e.g. metrics=[pxap,insertion].")
@@ -188,6 +191,7 @@ def build_module(cfg: DictConfig, models: Models, ident: ResultIdentity) -> Attr
         result_path=result_path_of(cfg),
         cell=cell,
         num_overlays=int(cfg.get("num_overlays", 8)),
+        reference_memo=memo,
     )
 
 

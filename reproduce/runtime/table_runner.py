@@ -26,6 +26,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from reproduce.attributors.memo import AttributionMemo
 from reproduce.errors import ConfigError
 from reproduce.runtime.config_hash import to_plain
 from reproduce.runtime.evaluation import run_cell
@@ -147,10 +148,11 @@ def run_table(spec: TableSpec | dict[str, Any] | DictConfig, root: str, shard: t
     results: dict[str, dict[str, Any]] = {}
     spent, computed = 0.0, 0
     total = len(plan.cells)
+    memo = AttributionMemo()  # e.g. model B's base attribution, shared by the super-pixel rows
     for k, (cell, cfg) in enumerate(plan.cells, start=1):
         head = f"{PREFIX} cell {k}/{total} {cell.key} ({cell.row['attributor']} on {cell.row['model']})"
         print(f"{head} ...", flush=True)
-        outcome = run_cell(cfg)
+        outcome = run_cell(cfg, memo=memo)
         results[cell.key] = outcome.result
         if outcome.reused:
             print(f"{head}: finished earlier, skipped (same {outcome.identity.describe()}): "
