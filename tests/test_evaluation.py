@@ -65,12 +65,13 @@ def test_evaluate_cell_writes_result_overlays_and_wandb_run(compose):
     on_disk = json.load(open(os.path.join(out, "result.json")))
     assert on_disk == json.loads(json.dumps(result))
     assert set(on_disk) == {"cell", "attributor", "metrics", "target", "samples", "selection", "requested_images",
-                            "evaluated_images", "scalars", "directions", "curves", "world_size", "overlay_indices",
-                            "finished_at", "per_image"}
+                            "evaluated_images", "scalars", "directions", "curves", "world_size", "torch_threads",
+                            "overlay_indices", "finished_at", "per_image"}
     # samples=all without per_class: the first eval_images (null: every) test image, no prediction pass
     assert on_disk["selection"] == {"samples": "all", "eval_images": None, "per_class": None, "seed": 0,
                                     "order": "first", "pool": N_TEST, "scanned": 0, "chosen": N_TEST}
     assert on_disk["evaluated_images"] == N_TEST and on_disk["world_size"] == 1
+    assert on_disk["torch_threads"] == torch.get_num_threads()
     assert on_disk["attributor"] == {"name": "gradcam", "options": {}}
     assert (on_disk["target"], on_disk["samples"]) == ("label", "all")
     assert on_disk["cell"]["dataset"] == "synthetic" and re.fullmatch(r"[0-9a-f]{10}", on_disk["cell"]["identity"])

@@ -12,15 +12,16 @@ from reproduce.runtime.table_spec import TableSpec
 
 
 def _smoke(compose, tmp_path, name):
+    from reproduce.runtime.paths import TableLayout
     from reproduce.runtime.table_publish import publish
     from reproduce.runtime.table_runner import run_table
 
     raw = to_plain(compose("table", [f"table={name}"]).table)
     run = run_table(raw, str(tmp_path), logger="none", progress_bar=False, smoke=True)
     spec = TableSpec.from_config(raw)
-    out = publish(spec, str(tmp_path), wandb_mode="disabled")
+    out = publish(spec, str(tmp_path), wandb_mode="disabled", smoke=True)  # the smoke run's cells
     assert len(run.results) == len(spec.cells()) and not out.missing
-    assert os.path.exists(os.path.join(tmp_path, "results", f"{name}.png"))
+    assert os.path.exists(TableLayout(str(tmp_path), name, True).result_file(".png"))
     return {r["label"]: r["values"] for r in out.rows}
 
 

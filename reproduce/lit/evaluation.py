@@ -328,6 +328,9 @@ class AttributionEvaluation(L.LightningModule):
             "directions": directions,
             "curves": curves,
             "world_size": self.trainer.world_size,
+            # CPU results are reproducible for a fixed thread count only (`make reproduce-all` runs
+            # tables side by side with fewer threads than a table alone): say which computed these.
+            "torch_threads": torch.get_num_threads(),
             "overlay_indices": [o["index"] for o in overlays],  # dataset indices of the images in overlays.png
             "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "per_image": per_image,

@@ -17,6 +17,7 @@ import uuid
 from dataclasses import dataclass
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
@@ -126,7 +127,8 @@ def _train(cfg: DictConfig, run_dir: str, ident: str, previous: dict, ckpt_path:
         atomic_write_json(
             os.path.join(run_dir, "run.json"),
             {"identity": ident, "wandb_id": run_id, "best_checkpoint": best, "last_checkpoint": last,
-             "test_metrics": metrics, "seconds_last_session": seconds, "finished": True},
+             "test_metrics": metrics, "seconds_last_session": seconds, "finished": True,
+             "torch_threads": torch.get_num_threads()},  # CPU training is reproducible for a fixed count only
         )
     if logger and hasattr(logger, "experiment") and hasattr(logger.experiment, "finish"):
         logger.experiment.finish()
