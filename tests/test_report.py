@@ -14,7 +14,7 @@ import torch
 import yaml
 
 from reproduce.errors import ConfigError
-from reproduce.runtime.quick import quick_spec
+from reproduce.runtime.quick import QUICK_TRAIN, quick_spec
 from reproduce.runtime.report import SCOREBOARD_COLUMNS, build_report, log_scoreboard
 from reproduce.runtime.table_assembly import cell_result_path
 from reproduce.runtime.table_spec import TableSpec
@@ -136,9 +136,13 @@ def test_saturation_point_of_curves():
 
 def test_quick_preview_spec():
     raw = {"name": "t", "title": "T", "eval_images": 200, "rows": [{"label": "A"}, {"label": "B", "eval_images": 24},
-                                                                    {"label": "C", "attributor_options": {"n": 5, "m": 1}}]}
+                                                                    {"label": "C", "attributor_options": {"n": 5, "m": 1}}],
+           "models": {"m": {"train": ["experiment=x", "trainer.max_epochs=4"]}, "p": {"pretrained": "efficientnet"}}}
     quick = quick_spec(raw)
     assert quick["name"] == "t_quick" and quick["title"].startswith("QUICK") and quick["eval_images"] == 50
+    # every trained model trains briefly, its own epochs overridden (later overrides win); pretrained ones as they are
+    assert quick["models"]["m"]["train"] == ["experiment=x", "trainer.max_epochs=4", *QUICK_TRAIN]
+    assert quick["models"]["p"] == {"pretrained": "efficientnet"} and raw["models"]["m"]["train"][-1] == "trainer.max_epochs=4"
     assert [r.get("eval_images") for r in quick["rows"]] == [None, 10, None] and raw["eval_images"] == 200
     block = quick_spec({**raw, "quick": {"eval_images": 30, "drop_rows": ["A"], "rows": {"C": {"attributor_options": {"n": 1}}},
                                          "train_overrides": ["trainer.max_epochs=1"]}})

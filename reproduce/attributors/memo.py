@@ -45,6 +45,7 @@ class AttributionMemo:
         digest = weights_digest(model)
         for seen_key, seen_digest, seen, seen_targets, value in self.entries:
             if (seen_key == key and seen_digest == digest and seen.shape == images.shape
+                    and seen.device == images.device and seen_targets.shape == targets.shape
                     and torch.equal(seen, images) and torch.equal(seen_targets, targets)):
                 self.hits += 1
                 return value

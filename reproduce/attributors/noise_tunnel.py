@@ -28,7 +28,7 @@ estimator's own variance cancel between them), while one model always draws the 
 from __future__ import annotations
 
 import hashlib
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Iterable
 
 import numpy as np
 import torch
@@ -150,7 +150,7 @@ class SmoothGrad(Attributor):
         noisy = (x.unsqueeze(1) + self.noise(x, start, stop)).flatten(0, 1)
         return self.base.signed(noisy, target.repeat_interleave(m)).unflatten(0, (b, m))
 
-    def _average(self, copies: list[torch.Tensor]) -> torch.Tensor:
+    def _average(self, copies: Iterable[torch.Tensor]) -> torch.Tensor:
         """``per_sample`` of each pass's copy maps, summed pass by pass, over ``n_samples``."""
         total = None
         for maps in copies:
@@ -159,8 +159,9 @@ class SmoothGrad(Attributor):
         return total / self.n_samples
 
     def smooth(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Average over the noisy copies of ``per_sample(|signed attribution|)``: ``[B, C, H, W]``
-        (each pass's copies are reduced before the next pass, so memory holds one pass)."""
+        """Average over the noisy copies of ``per_sample`` of the base's elementwise stage (``abs`` by
+        default) of their signed attribution: ``[B, C, H, W]`` (each pass's copies are reduced
+        before the next pass, so memory holds one pass)."""
         return self._average(self.base.elementwise(self._signed_copies(x, target, start, stop))
                              for start, stop in self._chunks(x.shape[0]))
 

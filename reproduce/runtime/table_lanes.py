@@ -3,7 +3,7 @@ the cores, the longest ready table first, a table after the tables whose models 
 
 Why processes rather than threads: the package's models are small (64x64 inputs), and a 2-thread
 process uses its second core for only 1.5-1.7x the first's work, while two 1-thread processes side by
-side do 1.17-1.35x the work of one 2-thread process (measured on the 2-core reference machine). Every
+side do 1.17-1.37x the work of one 2-thread process (measured on the 2-core reference machine). Every
 table writes its own cells and models, and cells are resumable, so nothing is shared but the disk.
 """
 
