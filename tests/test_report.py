@@ -18,7 +18,7 @@ from reproduce.runtime.quick import QUICK_TRAIN, quick_spec
 from reproduce.runtime.report import SCOREBOARD_COLUMNS, build_report, log_scoreboard
 from reproduce.runtime.table_assembly import cell_result_path
 from reproduce.runtime.table_spec import TableSpec
-from reproduce.viz.intervals import saturation_x
+from reproduce.viz.intervals import interval_figure, saturation_x
 from reproduce.viz.map_grid import load_overlay_maps, save_overlay_maps
 from test_claims import TOY, claim, write_setup
 
@@ -125,6 +125,21 @@ def test_map_grid_draws_each_row_as_its_maps_blended_over_their_images(tmp_path)
     assert mask[:, :4].all() and not mask[:, 4:4 + GAP].any()
     path = map_grid([("A", items), ("B", items[:1])], str(tmp_path / "grid.png"), "toy")
     assert os.path.getsize(path) > 0
+
+
+def test_interval_figure_draws_intervals_that_do_not_contain_their_estimate(tmp_path, monkeypatch):
+    """A percentile bootstrap interval need not contain the estimate (a degenerate one differs from
+    it by rounding): the figure draws it as it is instead of failing (it did, in a QUICK preview)."""
+    import matplotlib.axes
+
+    drawn = []
+    real_plot = matplotlib.axes.Axes.plot
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", lambda ax, *a, **k: drawn.append(a[:2]) or real_plot(ax, *a, **k))
+    rows = [{"label": "rounded", "values": {"c": (0.8, 0.8000000001, 0.8000000001)}},
+            {"label": "outside", "values": {"c": (1.0, 1.5, 2.0)}}, {"label": "point", "values": {"c": (3.0, None, None)}}]
+    path = interval_figure(rows, [{"label": "c"}], str(tmp_path / "i.png"), "t")
+    assert os.path.getsize(path) > 0
+    assert ([1.5, 2.0], [1, 1]) in drawn and ([1.0], [1]) in drawn and ([3.0], [2]) in drawn
 
 
 def test_saturation_point_of_curves():

@@ -41,8 +41,10 @@ def interval_figure(rows: list[dict[str, Any]], columns: list[dict[str, Any]], p
                 continue
             colour = "tab:orange" if row["label"] in best.get(name, []) else "tab:blue"
             if low is not None and high is not None:
-                ax.errorbar([estimate], [y], xerr=[[estimate - low], [high - estimate]], fmt="o", color=colour,
-                            capsize=3, markersize=4)
+                # The interval as its own segment: a bootstrap interval need not contain the estimate
+                # (a degenerate one differs from it by rounding), which an error bar cannot draw.
+                ax.plot([low, high], [y, y], "-|", color=colour, markersize=6, linewidth=1)
+                ax.plot([estimate], [y], "o", color=colour, markersize=4)
             else:
                 ax.plot([estimate], [y], "o", mfc="none", color=colour, markersize=5)
         ax.set_yticks(range(len(rows)))
