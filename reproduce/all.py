@@ -34,13 +34,13 @@ def main(cfg: DictConfig) -> None:
     from reproduce.runtime.table_lanes import child_env, parse_jobs, run_side_by_side, threads_per_job
 
     with reported_errors(PROG):
-        jobs = parse_jobs(OmegaConf.to_container(cfg.tables))
+        quick = check_bool("quick", cfg.quick)
+        jobs = parse_jobs(OmegaConf.to_container(cfg.tables), quick=quick)
         missing = [j.name for j in jobs if not os.path.isfile(os.path.join(CONF_DIR, "table", f"{j.name}.yaml"))]
         if missing:
             raise ConfigError(f"tables {missing} have no spec conf/table/<name>.yaml; fix the names in conf/all.yaml.")
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         slots = cores if cfg.jobs is None else positive_int("jobs", cfg.jobs)
-        quick = check_bool("quick", cfg.quick)
     root, threads = str(cfg.paths.root), threads_per_job(slots, cores)
     logs = os.path.join(str(cfg.paths.output_dir), "logs_quick" if quick else "logs")
     os.makedirs(logs, exist_ok=True)

@@ -19,11 +19,19 @@ from reproduce.runtime.table_lanes import TableJob, child_env, parse_jobs, run_s
     ({"a": {"minutes": 2, "after": ["b"]}}, "tables.a.after names ['b']"),
     ({"a": {"minutes": 2, "after": ["b"]}, "b": {"minutes": 1, "after": ["a"]}}, "cycle a -> b -> a"),
     ({}, "tables must map each table"),
+    ({"a": {"minutes": 2, "quick_minutes": -1}}, "tables.a.quick_minutes must be a positive number"),
 ])
 def test_bad_table_lists_fail_before_any_work_naming_the_table(tables, fragment):
     with pytest.raises(ConfigError) as err:
         parse_jobs(tables)
     assert fragment in str(err.value)
+
+
+def test_a_quick_run_orders_the_tables_by_their_previews_minutes():
+    tables = {"big": {"minutes": 9, "quick_minutes": 2}, "photos": {"minutes": 4, "quick_minutes": 4},
+              "plain": {"minutes": 3}}  # no preview minutes: its full minutes order it
+    assert [(j.name, j.minutes) for j in parse_jobs(tables)] == [("big", 9), ("photos", 4), ("plain", 3)]
+    assert [(j.name, j.minutes) for j in parse_jobs(tables, quick=True)] == [("big", 2), ("photos", 4), ("plain", 3)]
 
 
 def test_threads_share_the_cores():

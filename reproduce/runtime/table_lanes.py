@@ -20,31 +20,38 @@ from reproduce.errors import ConfigError
 
 @dataclass(frozen=True)
 class TableJob:
-    """One table of the run: its name, its measured minutes (only to order the tables) and the
-    tables it waits for."""
+    """One table of the run: its name, its measured minutes (only to order the tables; the QUICK
+    preview's own minutes in a ``quick`` run) and the tables it waits for."""
 
     name: str
     minutes: float
     after: tuple[str, ...] = ()
 
 
-def parse_jobs(tables: dict) -> list[TableJob]:
-    """The jobs of ``tables`` (``{name: {minutes: m, after: [names]}}``), checked: positive minutes,
-    ``after`` naming tables of the run, no cycle."""
+def parse_jobs(tables: dict, quick: bool = False) -> list[TableJob]:
+    """The jobs of ``tables`` (``{name: {minutes: m, quick_minutes: q, after: [names]}}``), checked:
+    positive minutes, ``after`` naming tables of the run, no cycle. ``quick``: order by the QUICK
+    preview's measured minutes where a table has them (a preview is not a fixed fraction of its table:
+    one whose images are already at the interval minimum costs as much as the full table)."""
     if not isinstance(tables, dict) or not tables:
         raise ConfigError(f"tables must map each table to {{minutes: <measured minutes>, after: [tables]}}, got {tables!r}.")
     jobs = []
     for name, entry in tables.items():
         entry = entry or {}
-        unknown = set(entry) - {"minutes", "after"}
-        minutes, after = entry.get("minutes"), entry.get("after") or []
+        unknown = set(entry) - {"minutes", "quick_minutes", "after"}
+        after = entry.get("after") or []
         if unknown:
-            raise ConfigError(f"tables.{name} has unknown field(s) {sorted(unknown)}; fields: minutes, after.")
-        if isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or minutes <= 0:
-            raise ConfigError(f"tables.{name}.minutes must be a positive number (the table's measured minutes), got {minutes!r}.")
+            raise ConfigError(f"tables.{name} has unknown field(s) {sorted(unknown)}; fields: minutes, quick_minutes, after.")
+        for key in ("minutes", "quick_minutes"):
+            value = entry.get(key)
+            if (key == "minutes" or value is not None) and (
+                    isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
+                raise ConfigError(f"tables.{name}.{key} must be a positive number (the table's measured minutes), "
+                                  f"got {value!r}.")
         missing = [a for a in after if a not in tables]
         if missing:
             raise ConfigError(f"tables.{name}.after names {missing}, which the run does not have; tables: {sorted(tables)}.")
+        minutes = entry.get("quick_minutes") if quick and entry.get("quick_minutes") is not None else entry["minutes"]
         jobs.append(TableJob(str(name), float(minutes), tuple(after)))
     _check_acyclic(jobs)
     return jobs
