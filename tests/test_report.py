@@ -128,8 +128,8 @@ def test_map_grid_draws_each_row_as_its_maps_blended_over_their_images(tmp_path)
 
 
 def test_interval_figure_draws_intervals_that_do_not_contain_their_estimate(tmp_path, monkeypatch):
-    """A percentile bootstrap interval need not contain the estimate (a degenerate one differs from
-    it by rounding): the figure draws it as it is instead of failing (it did, in a QUICK preview)."""
+    """A BCa bootstrap interval need not contain the estimate (a degenerate one differs from it by
+    rounding): the figure draws it as it is instead of failing (it did, in a QUICK preview)."""
     import matplotlib.axes
 
     drawn = []

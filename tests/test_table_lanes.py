@@ -20,6 +20,7 @@ from reproduce.runtime.table_lanes import TableJob, child_env, parse_jobs, run_s
     ({"a": {"minutes": 2, "after": ["b"]}, "b": {"minutes": 1, "after": ["a"]}}, "cycle a -> b -> a"),
     ({}, "tables must map each table"),
     ({"a": {"minutes": 2, "quick_minutes": -1}}, "tables.a.quick_minutes must be a positive number"),
+    ({"a": {"minutes": 2, "quick_minutes": None}}, "tables.a.quick_minutes must be a positive number"),
 ])
 def test_bad_table_lists_fail_before_any_work_naming_the_table(tables, fragment):
     with pytest.raises(ConfigError) as err:

@@ -16,9 +16,10 @@ interval). Every model the preview trains is trained briefly (:data:`QUICK_TRAIN
 own overrides): training is a large part of a full table's time (Table 3: 21 of 44 one-thread
 minutes), so the preview's models are weaker than the full run's and its verdicts preview the
 pipeline, not the papers' claims. The preview is named ``<name>_quick``, so its models, cells and
-results never mix with the full run's; claims read the preview's cells when the report runs with ``quick=true``. Measured on the
-2-core machine (README "What was run"): Table 3 7.1 min against 27.3, the MoXI tables 6.7 against
-14.9 (``moxi_photos``' 8 photos are already at the minimum, so its preview is the full table).
+results never mix with the full run's; claims read the preview's cells when the report runs with
+``quick=true``. Measured on the 2-core machine (README "What was run"): Table 3 7.1 min against
+27.3, the MoXI tables 6.7 against 14.9 (``moxi_photos``' 8 photos are already at the minimum, so its
+preview is the full table).
 """
 
 from __future__ import annotations

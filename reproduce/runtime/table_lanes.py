@@ -42,16 +42,15 @@ def parse_jobs(tables: dict, quick: bool = False) -> list[TableJob]:
         after = entry.get("after") or []
         if unknown:
             raise ConfigError(f"tables.{name} has unknown field(s) {sorted(unknown)}; fields: minutes, quick_minutes, after.")
-        for key in ("minutes", "quick_minutes"):
+        for key in ("minutes", *(["quick_minutes"] if "quick_minutes" in entry else [])):
             value = entry.get(key)
-            if (key == "minutes" or value is not None) and (
-                    isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
                 raise ConfigError(f"tables.{name}.{key} must be a positive number (the table's measured minutes), "
                                   f"got {value!r}.")
         missing = [a for a in after if a not in tables]
         if missing:
             raise ConfigError(f"tables.{name}.after names {missing}, which the run does not have; tables: {sorted(tables)}.")
-        minutes = entry.get("quick_minutes") if quick and entry.get("quick_minutes") is not None else entry["minutes"]
+        minutes = entry.get("quick_minutes", entry["minutes"]) if quick else entry["minutes"]
         jobs.append(TableJob(str(name), float(minutes), tuple(after)))
     _check_acyclic(jobs)
     return jobs
